@@ -1,0 +1,31 @@
+"""Shared test helpers (tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+DATA = Path(__file__).parent / "data"
+
+
+def max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest absolute difference relative to the largest magnitude of the expected tensor."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    scale = expected.abs().max().clamp_min(1e-30)
+    return float((actual - expected).abs().max() / scale)
+
+
+def load_case(name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """A Stable Audio Open parity case copied from shared/reference/sao: (tensors, description)."""
+    return load_file(DATA / f"{name}.safetensors"), json.loads((DATA / f"{name}.json").read_text())
+
+
+def split_case(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(state dict, inputs/outputs/debug) of a parity case."""
+    io_prefixes = ("input.", "output.", "debug.")
+    state = {k: v for k, v in tensors.items() if not k.startswith(io_prefixes)}
+    io = {k: v for k, v in tensors.items() if k.startswith(io_prefixes)}
+    return state, io

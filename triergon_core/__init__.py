@@ -1,0 +1,1 @@
+"""Tri-Ergon core library: configs, presets, models, audio I/O, checkpoints and generation."""

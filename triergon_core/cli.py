@@ -1,0 +1,118 @@
+"""The `triergon` command line: generate, presets, convert."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .model import build_model, parameter_counts
+from .presets import PRESETS, get_preset
+
+logger = logging.getLogger("triergon")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .audio import write_audio
+    from .generate import generate
+
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, preset=args.preset, device=args.device)
+    else:
+        preset = args.preset or "tiny"
+        logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
+                       "Trained weights come later (see README).", preset)
+        model = build_model(preset, device=args.device, seed=args.seed)
+    with tqdm(desc="decoding", unit="window", disable=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        audio = generate(model, seconds=args.seconds, seed=args.seed, batch_size=args.batch_size,
+                         progress=progress)
+    out = Path(args.output)
+    paths = [out] if len(audio) == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(len(audio))]
+    for path, clip in zip(paths, audio, strict=True):
+        write_audio(path, clip.cpu(), sample_rate=model.config.sequence.sample_rate, bits=args.bits)
+        print(f"wrote {path} ({clip.shape[-1]} samples, {clip.shape[0]} channels, "
+              f"{model.config.sequence.sample_rate} Hz)")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    header = f"{'preset':<12} {'VAE params':>12} {'total params':>13} {'latent':>7} {'max s':>6} {'frames':>7}"
+    print(header)
+    print("-" * len(header))
+    for name in PRESETS:
+        config = get_preset(name)
+        counts = parameter_counts(config)
+        seq = config.sequence
+        print(f"{name:<12} {counts['vae']:>12,} {counts['total']:>13,} {config.vae.latent_dim:>7} "
+              f"{seq.max_seconds:>6g} {seq.max_latent_frames:>7}")
+    print("\nparameter counts are computed from the modules; the DiT joins them with the generator.")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .sao import convert_sao_checkpoint
+
+    config, report = convert_sao_checkpoint(args.source, args.output, preset=args.preset)
+    print(f"{report.summary()}\nwrote {args.output} (config {config.name!r})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triergon", description="Tri-Ergon video-to-audio generation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate stereo 44.1 kHz audio")
+    gen.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the "
+                     "checkpoint's own)")
+    gen.add_argument("--checkpoint", help="weights (.safetensors from `triergon convert` or training)")
+    gen.add_argument("--seconds", type=float, required=True, help="duration of the output in seconds")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (item i of a batch uses seed + i)")
+    gen.add_argument("--batch-size", type=int, default=1, help="number of variations")
+    gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    gen.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="output bit depth "
+                     "(32 = float, WAV only)")
+    gen.add_argument("-o", "--output", required=True, help="output .wav or .flac; a batch writes NAME_i")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_generate)
+
+    pre = sub.add_parser("presets", help="list the model presets with parameter counts")
+    pre.set_defaults(func=_presets)
+
+    conv = sub.add_parser("convert", help="convert other checkpoints to Tri-Ergon's format")
+    conv.add_argument("--from-sao", dest="source", required=True, metavar="PATH",
+                      help="Stable Audio Open model.safetensors or model.ckpt")
+    conv.add_argument("output", metavar="OUT", help="output .safetensors")
+    conv.add_argument("--preset", choices=list(PRESETS), help="check the weights against this preset "
+                      "(default: read the sizes off the checkpoint)")
+    conv.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[triergon] %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    torch.set_grad_enabled(False)
+    try:
+        return args.func(args)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        logger.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
