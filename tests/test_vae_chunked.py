@@ -58,15 +58,16 @@ def test_decode_rejects_bad_lengths(tiny_vae):
 
 
 _MEASURE = textwrap.dedent("""
-    import resource, sys, torch
+    import sys, torch
     torch.set_num_threads(1)
     from triergon.triergon_core.model import build_model
     op, chunk, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     chunk = None if chunk == "none" else int(chunk)
     vae = build_model("tiny", seed=0).vae
     frames = round(seconds * 44100 / 2048)
-    def rss():
-        return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+    def status_kb(field):
+        line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
     with torch.inference_mode():
         if op == "decode":
             x = torch.randn(1, 16, frames)
@@ -75,9 +76,11 @@ _MEASURE = textwrap.dedent("""
             x = torch.randn(1, 2, frames * 2048 - 1000) * 0.3
             run = lambda x: vae.encode(x, sample=False, chunk_frames=chunk)
         run(x[..., :8 * x.shape[-1] // frames])  # warm up kernels and the allocator
-        before = rss()
+        before = status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current RSS; ru_maxrss would include the parent's
         out = run(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = status_kb("VmHWM")
     print(peak - before, out.numel() * out.element_size())
 """)
 

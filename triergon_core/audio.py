@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from ._fs import atomic_write_path
 from .config import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -195,20 +195,14 @@ def write_audio(
     codec, sample_format = encoders[bits]
     samples = _to_samples(audio, bits, sample_format, path)
     layout = _LAYOUTS.get(audio.shape[0], f"{audio.shape[0]} channels")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with av.open(str(tmp), "w", format=path.suffix.lower()[1:]) as container:
-            stream = container.add_stream(codec, rate=sample_rate)
-            stream.layout = layout
-            stream.format = sample_format
-            frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=layout)
-            frame.sample_rate = sample_rate
-            container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write_path(path) as tmp, av.open(str(tmp), "w", format=path.suffix.lower()[1:]) as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        stream.layout = layout
+        stream.format = sample_format
+        frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=layout)
+        frame.sample_rate = sample_rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     logger.debug("wrote %s: %s at %d Hz, %d-bit", path, tuple(audio.shape), sample_rate, bits)
     return path
 

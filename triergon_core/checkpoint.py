@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ._fs import atomic_write_path
 from .config import ModelConfig
 from .model import TriErgon, build_model, resolve_config
 
@@ -45,15 +45,8 @@ def save_checkpoint(model: TriErgon, path: str | os.PathLike, *,
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {**(metadata or {}), "format": FORMAT, "format_version": FORMAT_VERSION,
             "config": model.config.to_json()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write_path(path) as tmp:
         save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

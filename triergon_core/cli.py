@@ -99,16 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (so redirection is honoured)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(*, verbose: bool) -> None:
+    """One stderr handler on the root logger, however often `main` runs in a process."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[triergon] %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[triergon] %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    torch.set_grad_enabled(False)
+    _configure_logging(verbose=args.verbose)
     try:
-        return args.func(args)
+        with torch.inference_mode():
+            return args.func(args)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2

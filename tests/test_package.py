@@ -1,0 +1,53 @@
+"""Package shape: one import name `triergon`, no ComfyUI / Triton at import, console script present."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GENERIC_NAMES = ("kernels", "train", "triergon_core", "comfy_nodes", "benchmarks", "tests")
+
+_PROBE = f"""
+import importlib.util, json, sys
+import triergon
+found = dict()
+for name in {GENERIC_NAMES!r}:
+    spec = importlib.util.find_spec(name)
+    found[name] = None if spec is None else (spec.origin or str(list(spec.submodule_search_locations or [])))
+print(json.dumps({{
+    "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("triton", "comfy", "comfy_extras", "server")),
+    "generic": found,
+    "nodes": triergon.NODE_CLASS_MAPPINGS,
+    "file": triergon.__file__,
+    "api": [n for n in triergon.__all__ if not hasattr(triergon, n)],
+}}))
+"""
+
+
+def test_import_pulls_in_neither_comfyui_nor_triton_nor_generic_names(tmp_path):
+    res = subprocess.run([sys.executable, "-c", _PROBE], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["modules"] == []
+    assert info["nodes"] == {}
+    assert info["api"] == []
+    assert Path(info["file"]).resolve() == REPO / "__init__.py"
+    # None of our folder names is importable as a top-level module; where one is (e.g. the PyPI package
+    # `kernels`), it is not ours.
+    for name, origin in info["generic"].items():
+        assert origin is None or str(REPO) not in origin, (name, origin)
+
+
+def test_console_script_lists_presets():
+    exe = shutil.which("triergon", path=str(Path(sys.executable).parent))
+    assert exe, "the `triergon` console script is not installed next to the interpreter"
+    res = subprocess.run([exe, "presets"], capture_output=True, text=True, check=True)
+    lines = res.stdout.splitlines()
+    for name in ("tiny", "triergon-s", "triergon-l", "sao-1.0"):
+        assert any(line.startswith(name + " ") for line in lines), res.stdout
+    sao = next(line for line in lines if line.startswith("sao-1.0 "))
+    assert "156,112,514" in sao
