@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -108,14 +109,22 @@ def test_saved_file_has_ordinary_permissions(tiny_model, tmp_path):
 # --- checkpoints that do not fit ----------------------------------------------------------------------
 
 
+def _tiny_with_sao_vae() -> ModelConfig:
+    """The tiny model with SAO's full-size VAE: the same module tree as tiny, other widths."""
+    tiny = get_preset("tiny")
+    return dataclasses.replace(tiny, name="tiny-sao-vae", vae=get_preset("sao-1.0").vae,
+                               dit=dataclasses.replace(tiny.dit, io_channels=64))
+
+
 def test_weights_of_another_preset_are_refused_listing_both_shapes(tiny_file, tiny_state):
-    expected = {k: tuple(v.shape) for k, v in build_model("sao-1.0", device="meta").state_dict().items()}
+    other = _tiny_with_sao_vae()
+    expected = {k: tuple(v.shape) for k, v in build_model(other, device="meta").state_dict().items()}
     assert set(expected) == set(tiny_state)  # same module tree, other widths: only mis-shaped keys
     bad = sorted(k for k, v in tiny_state.items() if tuple(v.shape) != expected[k])
     assert len(bad) > 20
 
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(tiny_file, preset="sao-1.0")
+        load_checkpoint(tiny_file, preset=other)
     message = str(info.value)
     assert "does not fit the model" in message
     assert "missing" not in message and "unexpected" not in message

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from triergon.triergon_core.cli import main
 from triergon.triergon_core.config import VAEConfig
 from triergon.triergon_core.model import build_model
 from triergon.triergon_core.presets import get_preset
-from triergon.triergon_core.sao import config_for_vae, infer_vae_config, sao_to_triergon
+from triergon.triergon_core.sao import config_for_checkpoint, infer_dit_config, sao_to_triergon
 
 TOL = 1e-5
 PARITY_VAE = VAEConfig(audio_channels=2, channels=8, c_mults=(1, 2, 4), strides=(2, 4, 2), latent_dim=8)
@@ -33,19 +35,14 @@ def to_new_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def fake_deferred_tensors() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    dit = {
-        "model.model.preprocess_conv.weight": torch.randn(8, 8, 1, generator=g),
-        "model.model.transformer.layers.0.self_attn.to_qkv.weight": torch.randn(12, 4, generator=g),
-        "model.model.to_timestep_embed.0.weight": torch.randn(4, 4, generator=g),
-    }
-    cond = {
-        f"conditioner.conditioners.{name}.embedder.embedding.{part}": torch.randn(*shape, generator=g)
-        for name in ("seconds_start", "seconds_total")
-        for part, shape in (("0.weights", (4,)), ("1.weight", (6, 9)), ("1.bias", (6,)))
-    }
-    return dit | cond
+def sao_layout(model) -> dict[str, torch.Tensor]:
+    """A Tri-Ergon model's tensors under the keys of SAO's checkpoint (without what SAO lacks)."""
+    out = {"pretransform.model." + k: v for k, v in model.vae.state_dict().items()}
+    out |= {"model.model." + k: v for k, v in model.dit.state_dict().items()}
+    for name in ("seconds_start", "seconds_total"):
+        sub = getattr(model.conditioner, name).state_dict()
+        out |= {f"conditioner.conditioners.{name}." + k: v for k, v in sub.items()}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +54,9 @@ def parity():
 
 @pytest.fixture(scope="module")
 def sao_state(parity):
+    """SAO's layout holding only the tiny parity VAE (a VAE-only checkpoint)."""
     vae_state, _ = parity
-    return {"pretransform.model." + k: v for k, v in vae_state.items()} | fake_deferred_tensors()
+    return {"pretransform.model." + k: v for k, v in vae_state.items()}
 
 
 @pytest.fixture
@@ -101,14 +99,14 @@ def parity_errors(model, io) -> dict[str, float]:
 @pytest.mark.parametrize("source_name", ["model.safetensors", "model.ckpt"])
 def test_convert_cli_reproduces_parity_outputs(sao_state, parity, tmp_path, capsys, cli, source_name):
     vae_state, io = parity
-    n_deferred = len(sao_state) - len(vae_state)
     source, out = tmp_path / source_name, tmp_path / "converted" / "triergon.safetensors"
     write_sao(sao_state, source)
 
     assert cli("convert", "--from-sao", source, out) == 0
     printed = capsys.readouterr().out
-    assert f"converted {len(vae_state)} VAE tensors" in printed
-    assert f"left out {n_deferred} DiT / conditioner tensors" in printed
+    assert f"converted {len(vae_state)} tensors (vae {len(vae_state)})" in printed
+    # a VAE-only file: the DiT and conditioner are new, reported as whole components
+    assert re.search(r"newly initialised .*dit\.\* \(\d+ tensors\), conditioner\.\* \(\d+ tensors\)", printed)
     assert "ignored" not in printed
     assert f"wrote {out}" in printed
 
@@ -116,14 +114,59 @@ def test_convert_cli_reproduces_parity_outputs(sao_state, parity, tmp_path, caps
     assert model.config.vae == PARITY_VAE
     assert model.config.name == "sao-custom"
     assert model.config.dit.io_channels == 8 and model.config.sequence.downsampling_ratio == 16
-    assert set(model.state_dict()) == {"vae." + k for k in vae_state}
+    assert model.config.dit.embed_dim == get_preset("tiny").dit.embed_dim  # small DiT for a custom VAE
     with safe_open(out, framework="pt") as f:
         meta = f.metadata()
     assert meta["converted_from"] == "stable-audio-open" and meta["source"] == source_name
+    assert "dit.transformer.project_in.weight" in meta["newly_initialised"].split(",")
 
     errors = parity_errors(model, io)
     print(f"converted {source_name} parity max relative errors:", errors)
     assert all(e <= TOL for e in errors.values()), errors
+
+
+def test_full_checkpoint_converts_every_tensor_and_names_the_new_ones(tmp_path, capsys, cli):
+    tiny = get_preset("tiny")
+    original = build_model(tiny, seed=3)
+    sao = sao_layout(original) | {"conditioner.conditioners.prompt.proj_out.weight": torch.zeros(2)}
+    source = tmp_path / "model.safetensors"
+    save_file(sao, source)
+
+    assert cli("convert", "--from-sao", source, tmp_path / "a.safetensors") == 0
+    printed = capsys.readouterr().out
+    assert "newly initialised (not in the SAO checkpoint): conditioner.task_embedding.weight" in printed
+    assert "ignored 1 keys" in printed
+    converted = load_checkpoint(tmp_path / "a.safetensors")
+    # sizes read off the shapes: the tiny model (SAO's window length, as for any SAO checkpoint)
+    assert dataclasses.replace(converted.config, name="tiny", sequence=tiny.sequence) == tiny
+    ours, theirs = original.state_dict(), converted.state_dict()
+    assert set(ours) == set(theirs)
+    for key in ours:
+        if key != "conditioner.task_embedding.weight":
+            assert torch.equal(ours[key], theirs[key]), key
+
+    assert cli("convert", "--from-sao", source, tmp_path / "b.safetensors", "--preset", "tiny") == 0
+    assert load_checkpoint(tmp_path / "b.safetensors").config == tiny
+
+
+def test_dit_with_missing_tensors_is_refused(tmp_path, cli, caplog):
+    sao = sao_layout(build_model("tiny", seed=0))
+    del sao["model.model.transformer.layers.1.ff.ff.2.bias"]
+    save_file(sao, tmp_path / "model.safetensors")
+    assert cli("convert", "--from-sao", tmp_path / "model.safetensors", tmp_path / "out.safetensors") == 2
+    assert "1 missing key(s):\n    dit.transformer.layers.1.ff.ff.2.bias" in caplog.text
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_dit_whose_global_conditioning_does_not_fit_is_refused(parity):
+    tensors, _ = load_case("dit_tiny")
+    dit_state, _ = split_case(tensors)  # SAO's tiny parity DiT: global 64 = one 64-wide timing embedding
+    vae_state, _ = parity
+    converted, _ = sao_to_triergon({"pretransform.model." + k: v for k, v in vae_state.items()}
+                                   | {"model.model." + k: v for k, v in dit_state.items()})
+    assert infer_dit_config(converted).global_cond_dim == 64
+    with pytest.raises(ValueError, match="two timing embeddings"):
+        config_for_checkpoint(converted)
 
 
 def test_new_weight_norm_keys_convert_to_the_same_result(sao_state, parity, tmp_path, cli):
@@ -136,7 +179,7 @@ def test_new_weight_norm_keys_convert_to_the_same_result(sao_state, parity, tmp_
     new_converted, new_report = sao_to_triergon(new_state)
     assert set(new_converted) == set(old_converted)
     assert all(new_converted[k] is old_converted[k] for k in old_converted)
-    assert (new_report.converted, sorted(new_report.deferred)) == (old_report.converted, sorted(old_report.deferred))
+    assert new_report.converted == old_report.converted
 
     outputs = {}
     for form, state in (("old", sao_state), ("new", new_state)):
@@ -151,8 +194,9 @@ def test_new_weight_norm_keys_convert_to_the_same_result(sao_state, parity, tmp_
     assert all(e <= TOL for e in errors.values()), errors
 
 
-def test_state_dict_without_vae_is_refused(sao_state, tmp_path, cli, caplog):
-    no_vae = {k: v for k, v in sao_state.items() if not k.startswith("pretransform.model.")}
+def test_state_dict_without_vae_is_refused(tmp_path, cli, caplog):
+    no_vae = {k: v for k, v in sao_layout(build_model("tiny", seed=0)).items()
+              if not k.startswith("pretransform.model.")}
     with pytest.raises(ValueError, match=r"prefix 'pretransform\.model\.'"):
         sao_to_triergon(no_vae)
     with pytest.raises(ValueError, match=r"prefix 'pretransform\.model\.'"):
@@ -177,22 +221,16 @@ def test_convert_with_a_preset_that_does_not_fit(sao_state, tmp_path, cli, caplo
     assert capsys.readouterr().out == ""
 
 
-def test_sao_vae_config_is_the_sao_preset():
-    sao = get_preset("sao-1.0")
-    assert config_for_vae(sao.vae) == sao
-    assert config_for_vae(PARITY_VAE).name == "sao-custom"
-
-
 @pytest.mark.parametrize("form", ["weight_g/v", "parametrizations"])
-def test_full_size_sao_vae_keys_convert_to_the_model_keys(form):
+def test_full_size_sao_keys_convert_to_the_model_keys(form):
     model = build_model("sao-1.0", device="meta")
-    sao = {"pretransform.model." + k: v for k, v in model.vae.state_dict().items()}
+    sao = sao_layout(model)
+    assert len(sao) == 745  # SAO's checkpoint: 745 keys (manifest_dit.json, sao_checkpoint_wrapping)
     if form == "parametrizations":
         sao = to_new_weight_norm(sao)
     converted, report = sao_to_triergon(sao)
-    expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith("vae.")}
-    assert len(expected) == len(model.vae.state_dict()) > 300
-    assert set(converted) == set(expected)
-    assert {k: v.shape for k, v in converted.items()} == expected
-    assert report.converted == len(expected) and not report.deferred and not report.unexpected
-    assert config_for_vae(infer_vae_config(converted)) == get_preset("sao-1.0")
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    assert set(expected) - set(converted) == {"conditioner.task_embedding.weight"}
+    assert {k: v.shape for k, v in converted.items()} == {k: expected[k] for k in converted}
+    assert report.converted == {"vae": 365, "dit": 374, "conditioner": 6} and not report.ignored
+    assert config_for_checkpoint(converted) == get_preset("sao-1.0")

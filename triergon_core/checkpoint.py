@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ._fs import atomic_write_path
 from .config import ModelConfig
-from .model import TriErgon, build_model, resolve_config
+from .model import COMPONENTS, TriErgon, build_model, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def check_state_dict(expected: Mapping[str, torch.Size | tuple[int, ...]],
-                     state: Mapping[str, torch.Tensor], *, what: str = "checkpoint") -> None:
-    """Raise a CheckpointError listing missing, unexpected and mis-shaped keys; return if all fit."""
-    missing = sorted(set(expected) - set(state))
+                     state: Mapping[str, torch.Tensor], *, what: str = "checkpoint",
+                     may_miss: Set[str] = frozenset()) -> None:
+    """Raise a CheckpointError listing missing (beyond `may_miss`), unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(state) - set(may_miss))
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(
         f"{k}: {tuple(state[k].shape)} in the {what}, {tuple(expected[k])} expected"
@@ -121,10 +122,37 @@ def load_checkpoint(path: str | os.PathLike, *, preset: str | ModelConfig | None
     assert config is not None
     if stored is not None and preset is not None and stored != config:
         logger.info("checkpoint %s was saved as %r, loading it as %r", path, stored.name, config.name)
-    model = build_model(config, device="meta")
-    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, what=f"checkpoint {path}")
-    model.load_state_dict(state, strict=True, assign=True)
+    model, _ = assemble_model(config, state, what=f"checkpoint {path}")
     model = model.to(device=device)
     if dtype is not None:
         model = model.to(dtype=dtype)
     return model.eval()
+
+
+def assemble_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, partial: bool = False,
+                   allowed_missing: Set[str] = frozenset(), seed: int = 0,
+                   what: str = "checkpoint") -> tuple[TriErgon, list[str]]:
+    """Build a model of `config` holding the tensors of `state` (no second copy of the weights is made).
+
+    Every key and shape must fit, except that with `partial` a component (vae / dit / conditioner) may be
+    absent altogether, and keys in `allowed_missing` may be missing. What is missing is initialised fresh
+    (seeded) and returned by name.
+    """
+    model = build_model(config, device="meta")
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    present = {k.split(".")[0] for k in state}
+    may_miss = set(allowed_missing) | {k for k in expected if partial and k.split(".")[0] not in present}
+    check_state_dict(expected, state, what=what, may_miss=may_miss)
+    new = sorted(set(expected) - set(state))
+    for name, make in COMPONENTS.items():
+        prefix = name + "."
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if any(k.startswith(prefix) for k in new):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                fresh = make(config)
+            fresh.load_state_dict(part, strict=False)  # keys and shapes were checked above
+            model.add_module(name, fresh)
+        else:
+            getattr(model, name).load_state_dict(part, strict=True, assign=True)
+    return model.eval(), new

@@ -160,6 +160,12 @@ class ModelConfig:
             raise ValueError(f"DiT io channels must equal the VAE latent size: {self.dit=} {self.vae=}")
         if self.sequence.sample_rate != self.vae.sample_rate:
             raise ValueError(f"{self.sequence.sample_rate=} differs from {self.vae.sample_rate=}")
+        d = self.conditioning.embed_dim
+        if self.dit.cond_token_dim != d or self.dit.global_cond_dim != 2 * d:
+            raise ValueError(
+                f"the DiT must take the conditioning's tokens ({d}) and its two timing embeddings ({2 * d}) "
+                f"as global conditioning: {self.dit.cond_token_dim=} {self.dit.global_cond_dim=}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

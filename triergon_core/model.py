@@ -1,26 +1,42 @@
 """The Tri-Ergon model container and `build_model`.
 
-`TriErgon` owns the sub-models under fixed names (`vae` now; `dit` and `conditioner` join with the
-generator), so checkpoint keys are `vae.encoder.*`, `vae.decoder.*`, ...
+`TriErgon` owns the sub-models under fixed names, so checkpoint keys are `vae.*` (Oobleck VAE, SAO's
+names), `dit.*` (SAO's DiT names) and `conditioner.*` (task embedding and timing embedders). The condition
+encoders (LanguageBind, or the tiny preset's random towers) are separate: they are not trained here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from .conditioning import Conditioner
 from .config import ModelConfig
+from .dit import DiT
 from .presets import get_preset
 from .vae import OobleckVAE
 
+COMPONENTS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "vae": lambda c: OobleckVAE(config=c.vae),
+    "dit": lambda c: DiT(config=c.dit),
+    "conditioner": lambda c: Conditioner(config=c.conditioning, sequence=c.sequence),
+}
+
 
 class TriErgon(nn.Module):
-    """Tri-Ergon: Oobleck VAE (+ DiT and conditioning, which arrive with the generator)."""
+    """Tri-Ergon: Oobleck VAE, DiT denoiser and the conditioner that builds E."""
+
+    vae: OobleckVAE
+    dit: DiT
+    conditioner: Conditioner
 
     def __init__(self, *, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.vae = OobleckVAE(config=config.vae)
+        for name, make in COMPONENTS.items():
+            self.add_module(name, make(config))
 
     @property
     def sequence(self):

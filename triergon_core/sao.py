@@ -1,12 +1,18 @@
 """The one adapter between Stable Audio Open checkpoints and Tri-Ergon keys.
 
 SAO's released `model.safetensors` (and the `state_dict` of `model.ckpt`) holds the module tree of
-stable-audio-tools' `ConditionedDiffusionModelWrapper`:
-- `pretransform.model.` + VAE key  -> `vae.` + the same key (our VAE keeps SAO's names);
-- `model.model.` + DiT key, `conditioner.conditioners.seconds_{start,total}.` + number-conditioner key:
-  reported as not converted until the DiT lands (the generator issue maps them).
+stable-audio-tools' `ConditionedDiffusionModelWrapper`; our modules keep SAO's names, so only prefixes move:
+
+| SAO                                          | Tri-Ergon                   |
+| -------------------------------------------- | --------------------------- |
+| `pretransform.model.` + VAE key              | `vae.` + the same key       |
+| `model.model.` + DiT key                     | `dit.` + the same key       |
+| `conditioner.conditioners.seconds_start.` .. | `conditioner.seconds_start.` |
+| `conditioner.conditioners.seconds_total.` .. | `conditioner.seconds_total.` |
+
 VAE convs saved with `torch.nn.utils.parametrizations.weight_norm` (`parametrizations.weight.original0/1`)
-are renamed to the `weight_g` / `weight_v` form.
+are renamed to the `weight_g` / `weight_v` form. What SAO lacks (the task embedding; the whole DiT and
+conditioner for a VAE-only file) is newly initialised and reported by name.
 """
 
 from __future__ import annotations
@@ -20,34 +26,42 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_state_dict, read_state_dict, save_checkpoint
-from .config import ModelConfig, SequenceConfig, VAEConfig
-from .model import build_model, resolve_config
+from .checkpoint import assemble_model, read_state_dict, save_checkpoint
+from .config import ConditioningConfig, DiTConfig, ModelConfig, SequenceConfig, VAEConfig
+from .model import COMPONENTS, resolve_config
 from .presets import get_preset
 
-VAE_PREFIX = "pretransform.model."
-DEFERRED_PREFIXES = ("model.model.", "conditioner.conditioners.")
+PREFIXES = (
+    ("pretransform.model.", "vae."),
+    ("model.model.", "dit."),
+    ("conditioner.conditioners.seconds_start.", "conditioner.seconds_start."),
+    ("conditioner.conditioners.seconds_total.", "conditioner.seconds_total."),
+)
+# Tri-Ergon parameters that no SAO checkpoint has: always newly initialised on conversion.
+TRIERGON_ONLY = frozenset({"conditioner.task_embedding.weight"})
+SAO_HEAD_DIM = 64  # not recoverable from weight shapes; every SAO DiT uses 64
 _PARAMETRIZED = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
 
 
 @dataclass
 class ConversionReport:
-    converted: int = 0
-    deferred: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
+    converted: dict[str, int] = field(default_factory=dict)
+    new: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"converted {self.converted} VAE tensors"]
-        if self.deferred:
-            lines.append(f"left out {len(self.deferred)} DiT / conditioner tensors (their conversion "
-                         "arrives with the generator)")
-        if self.unexpected:
-            lines.append(f"ignored {len(self.unexpected)} unknown keys, e.g. {self.unexpected[:3]}")
-        return "; ".join(lines)
+        parts = [f"converted {sum(self.converted.values())} tensors ("
+                 + ", ".join(f"{name} {n}" for name, n in self.converted.items()) + ")"]
+        if self.new:
+            parts.append("newly initialised (not in the SAO checkpoint): " + _group_names(self.new))
+        if self.ignored:
+            parts.append(f"ignored {len(self.ignored)} keys outside SAO's DiT / VAE / timing conditioners, "
+                         f"e.g. {self.ignored[:3]}")
+        return "\n".join(parts)
 
 
 def sao_to_triergon(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], ConversionReport]:
-    """Rename a Stable Audio Open state dict to Tri-Ergon keys.
+    """Rename a Stable Audio Open state dict to Tri-Ergon keys (no tensor is changed).
 
     Args:
         state: the tensors of SAO's `model.safetensors`, or the `state_dict` of its `model.ckpt`.
@@ -55,18 +69,19 @@ def sao_to_triergon(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     out: dict[str, torch.Tensor] = {}
     report = ConversionReport()
     for key, value in state.items():
-        if key.startswith(VAE_PREFIX):
-            inner = key[len(VAE_PREFIX):]
-            for old, new in _PARAMETRIZED.items():
-                inner = inner.replace(old, new)
-            out["vae." + inner] = value
-            report.converted += 1
-        elif key.startswith(DEFERRED_PREFIXES):
-            report.deferred.append(key)
+        for old, new in PREFIXES:
+            if key.startswith(old):
+                inner = key[len(old):]
+                for before, after in _PARAMETRIZED.items():
+                    inner = inner.replace(before, after)
+                out[new + inner] = value
+                component = new.split(".")[0]
+                report.converted[component] = report.converted.get(component, 0) + 1
+                break
         else:
-            report.unexpected.append(key)
-    if not out:
-        raise ValueError(f"no Stable Audio Open VAE tensors (prefix {VAE_PREFIX!r}) in this state dict; "
+            report.ignored.append(key)
+    if not any(k.startswith("vae.") for k in out):
+        raise ValueError(f"no Stable Audio Open VAE tensors (prefix 'pretransform.model.') in this state dict; "
                          f"first keys: {list(state)[:5]}")
     return out, report
 
@@ -93,20 +108,47 @@ def infer_vae_config(state: Mapping[str, torch.Tensor]) -> VAEConfig:
     )
 
 
-def config_for_vae(vae: VAEConfig) -> ModelConfig:
-    """The model config for a converted SAO checkpoint: `sao-1.0` when the VAE is SAO's, else a custom one."""
-    sao = get_preset("sao-1.0")
-    if vae == sao.vae:
-        return sao
-    return dataclasses.replace(
-        sao, name="sao-custom", vae=vae, dit=dataclasses.replace(sao.dit, io_channels=vae.latent_dim),
-        sequence=SequenceConfig(max_seconds=sao.sequence.max_seconds, sample_rate=vae.sample_rate,
-                                downsampling_ratio=vae.downsampling_ratio),
+def infer_dit_config(state: Mapping[str, torch.Tensor]) -> DiTConfig | None:
+    """Read the DiT sizes off converted (`dit.`-prefixed) tensors; None when there is no DiT."""
+    if "dit.transformer.project_in.weight" not in state:
+        return None
+    embed_dim, io_channels = state["dit.transformer.project_in.weight"].shape
+    cond_out, cond_dim = state["dit.to_cond_embed.0.weight"].shape
+    depth = len({m.group(1) for k in state if (m := re.match(r"dit\.transformer\.layers\.(\d+)\.", k))})
+    return DiTConfig(
+        io_channels=io_channels, embed_dim=embed_dim, depth=depth, num_heads=embed_dim // SAO_HEAD_DIM,
+        cond_token_dim=cond_dim, global_cond_dim=state["dit.to_global_embed.0.weight"].shape[1],
+        ff_mult=state["dit.transformer.layers.0.ff.ff.2.weight"].shape[1] // embed_dim,
+        project_cond_tokens=cond_out != cond_dim,
     )
 
 
+def config_for_checkpoint(state: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """The model config that converted SAO tensors fit: `sao-1.0` for the released model.
+
+    A file without a DiT gets SAO's DiT sizes when its VAE is SAO's, else the `tiny` preset's DiT sizes.
+    """
+    sao = get_preset("sao-1.0")
+    vae = infer_vae_config(state)
+    dit = infer_dit_config(state)
+    if dit is None:
+        base = sao.dit if vae == sao.vae else get_preset("tiny").dit
+        dit = dataclasses.replace(base, io_channels=vae.latent_dim)
+    if dit.global_cond_dim != 2 * dit.cond_token_dim:
+        raise ValueError(f"this DiT's global conditioning ({dit.global_cond_dim}) is not two timing embeddings of "
+                         f"its token width ({dit.cond_token_dim}), which Tri-Ergon's conditioning needs")
+    config = ModelConfig(
+        name="sao-custom", vae=vae, dit=dit,
+        conditioning=ConditioningConfig(embed_dim=dit.cond_token_dim),
+        sequence=SequenceConfig(max_seconds=sao.sequence.max_seconds, sample_rate=vae.sample_rate,
+                                downsampling_ratio=vae.downsampling_ratio),
+    )
+    return sao if dataclasses.replace(config, name=sao.name) == sao else config
+
+
 def convert_sao_checkpoint(source: str | os.PathLike, output: str | os.PathLike, *,
-                           preset: str | ModelConfig | None = None) -> tuple[ModelConfig, ConversionReport]:
+                           preset: str | ModelConfig | None = None, seed: int = 0,
+                           ) -> tuple[ModelConfig, ConversionReport]:
     """Convert a Stable Audio Open checkpoint into a Tri-Ergon safetensors checkpoint.
 
     Args:
@@ -114,14 +156,25 @@ def convert_sao_checkpoint(source: str | os.PathLike, output: str | os.PathLike,
         output: the `.safetensors` file to write.
         preset: the preset the weights must fit; default: sizes read off the checkpoint (`sao-1.0` for
             the released model).
+        seed: seeds the initialisation of what the checkpoint lacks.
     """
     state, _ = read_state_dict(source)
     converted, report = sao_to_triergon(state)
-    config = resolve_config(preset) if preset is not None else config_for_vae(infer_vae_config(converted))
-    model = build_model(config, device="meta")
-    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, converted,
-                     what=f"converted {source}")
-    model.load_state_dict(converted, strict=True, assign=True)
-    save_checkpoint(model, output, metadata={"converted_from": "stable-audio-open",
-                                             "source": Path(source).name})
+    config = resolve_config(preset) if preset is not None else config_for_checkpoint(converted)
+    model, report.new = assemble_model(config, converted, partial=True, allowed_missing=TRIERGON_ONLY, seed=seed,
+                                       what=f"converted {source}")
+    save_checkpoint(model, output, metadata={"converted_from": "stable-audio-open", "source": Path(source).name,
+                                             "newly_initialised": ",".join(report.new)})
     return config, report
+
+
+def _group_names(keys: list[str]) -> str:
+    """Key names, with whole components shortened to `name.* (N tensors)`."""
+    out = []
+    for component in COMPONENTS:
+        mine = [k for k in keys if k.startswith(component + ".")]
+        if len(mine) > 4:
+            out.append(f"{component}.* ({len(mine)} tensors)")
+        else:
+            out.extend(mine)
+    return ", ".join(out)

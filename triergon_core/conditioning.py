@@ -1,0 +1,173 @@
+"""The conditioning tensor E = [E_M, E_L, E_T] and the DiT's global conditioning (DESIGN.md, "Conditioning E").
+
+- E_M = [e_task, e_L, e_A, e_V], each M x D: the task id 4*text + 2*audio + 1*video picks a learned e_task;
+  a missing modality is zeros.
+- E_L: the left and right normalised LUFS curves, zero-padded to the preset's maximum frames and linearly
+  interpolated to M x D each (2M tokens).
+- E_T: seconds_start and seconds_total through learned Fourier-feature number embedders (0-512 s, as SAO),
+  each repeated M times (2M tokens); the two embeddings concatenated are the global conditioning.
+
+`Conditions` holds the inputs and is built once per generation; `Conditioner` turns it into tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConditioningConfig, SequenceConfig
+
+MODALITIES = ("text", "audio", "video")
+TASK_WEIGHTS = {"text": 4, "audio": 2, "video": 1}
+LUFS_FLOOR, LUFS_CEIL = -70.0, 0.0
+
+
+def normalize_lufs(lufs: torch.Tensor) -> torch.Tensor:
+    """LUFS values -> [0, 1] by (clip(l, -70, 0) + 70) / 70 (the model boundary's scale)."""
+    return (lufs.clamp(LUFS_FLOOR, LUFS_CEIL) - LUFS_FLOOR) / (LUFS_CEIL - LUFS_FLOOR)
+
+
+def task_id(*, text: bool, audio: bool, video: bool) -> int:
+    """The paper's task id: 4*text + 2*audio + 1*video (<e_L, mask, e_V> = 5)."""
+    return 4 * int(text) + 2 * int(audio) + int(video)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Everything that conditions one generation, for a batch of B items.
+
+    Args:
+        seconds_start: [B] start of the clip within its source, in seconds (0 at inference).
+        seconds_total: [B] the source's total duration in seconds (the clip's duration at inference).
+        text, audio, video: pooled embeddings e_L, e_A, e_V, each [B, M, D], or None when absent.
+        lufs: normalised loudness [B, 2, frames] in [0, 1] at 6 frames/s (left, right), or None.
+    """
+
+    seconds_start: torch.Tensor
+    seconds_total: torch.Tensor
+    text: torch.Tensor | None = None
+    audio: torch.Tensor | None = None
+    video: torch.Tensor | None = None
+    lufs: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.seconds_total.shape[0]
+
+    def present(self, name: str) -> bool:
+        return getattr(self, name) is not None
+
+    def repeat(self, n: int) -> Conditions:
+        """The same conditions for a batch n times larger (item-major, as `repeat_interleave`)."""
+        def rep(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.repeat_interleave(n, dim=0)
+
+        return Conditions(rep(self.seconds_start), rep(self.seconds_total), rep(self.text), rep(self.audio),
+                          rep(self.video), rep(self.lufs))
+
+    def without(self, *names: str) -> Conditions:
+        return replace(self, **dict.fromkeys(names))
+
+
+class LearnedFourierFeatures(nn.Module):
+    """x in [0, 1] -> [x, sin(2 pi x w), cos(2 pi x w)] with learned w (SAO's number-embedder features)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.randn(dim // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None]
+        freqs = x * self.weights[None] * 2 * math.pi
+        return torch.cat([x, freqs.sin(), freqs.cos()], dim=-1)
+
+
+class _NumberEmbedder(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Sequential(LearnedFourierFeatures(256), nn.Linear(257, dim))
+
+
+class NumberConditioner(nn.Module):
+    """Seconds -> [B, 1, dim], clamped to [min_val, max_val] and scaled to [0, 1] (keys as SAO)."""
+
+    def __init__(self, *, dim: int, min_val: float = 0.0, max_val: float = 512.0) -> None:
+        super().__init__()
+        self.min_val, self.max_val = min_val, max_val
+        self.embedder = _NumberEmbedder(dim)
+
+    def forward(self, seconds: torch.Tensor) -> torch.Tensor:
+        x = (seconds.float().clamp(self.min_val, self.max_val) - self.min_val) / (self.max_val - self.min_val)
+        return self.embedder.embedding(x.to(self.embedder.embedding[1].weight.dtype))[:, None]
+
+
+class Conditioner(nn.Module):
+    """Builds E [B, 8M, D] and the global conditioning [B, 2D] from `Conditions`."""
+
+    def __init__(self, *, config: ConditioningConfig, sequence: SequenceConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.max_lufs_frames = sequence.max_lufs_frames
+        self.task_embedding = nn.Embedding(config.num_tasks, config.embed_dim)
+        self.seconds_start = NumberConditioner(dim=config.embed_dim, max_val=config.timing_max_seconds)
+        self.seconds_total = NumberConditioner(dim=config.embed_dim, max_val=config.timing_max_seconds)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def forward(self, cond: Conditions, *, dropout: bool = False,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (E [B, 8M, D], global conditioning [B, 2D]).
+
+        Args:
+            cond: the conditions.
+            dropout: training-mode dropout: each of text / audio / video dropped with p = modality_dropout
+                (the task id follows), then the whole E zeroed with p = cfg_dropout.
+            generator: seeds the dropout draws.
+        """
+        b, m, d = cond.batch_size, self.config.tokens_per_embedding, self.config.embed_dim
+        dev = self.task_embedding.weight.device
+        dtype = self.task_embedding.weight.dtype
+        keep = {name: torch.full((b,), cond.present(name), dtype=torch.bool, device=dev) for name in MODALITIES}
+        if dropout:
+            for name in MODALITIES:
+                keep[name] &= _bernoulli(b, 1 - self.config.modality_dropout, generator, dev)
+        ids = sum(keep[name].long() * TASK_WEIGHTS[name] for name in MODALITIES)
+        tokens = [self.task_embedding(ids)[:, None].expand(b, m, d)]
+        for name in MODALITIES:
+            emb = getattr(cond, name)
+            if emb is None:
+                tokens.append(torch.zeros(b, m, d, device=dev, dtype=dtype))
+            else:
+                assert emb.shape == (b, m, d), f"{name}: {emb.shape=}, expected {(b, m, d)}"
+                tokens.append(emb.to(device=dev, dtype=dtype) * keep[name][:, None, None])
+        tokens.append(self.lufs_tokens(cond.lufs, b).to(dtype))
+        start, total = self.seconds_start(cond.seconds_start.to(dev)), self.seconds_total(cond.seconds_total.to(dev))
+        tokens += [start.expand(b, m, d), total.expand(b, m, d)]
+        e = torch.cat(tokens, dim=1)
+        if dropout:
+            e = e * _bernoulli(b, 1 - self.config.cfg_dropout, generator, dev)[:, None, None]
+        return e, torch.cat([start[:, 0], total[:, 0]], dim=-1)
+
+    def lufs_tokens(self, lufs: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """E_L: [B, 2, frames] normalised curves -> [B, 2M, D] (left M tokens, then right M tokens)."""
+        m, d = self.config.tokens_per_embedding, self.config.embed_dim
+        dev = self.task_embedding.weight.device
+        if lufs is None:
+            return torch.zeros(batch, 2 * m, d, device=dev)
+        assert lufs.dim() == 3 and lufs.shape[:2] == (batch, 2), f"{lufs.shape=} {batch=}"
+        frames = lufs.shape[-1]
+        if frames > self.max_lufs_frames:
+            raise ValueError(f"LUFS curve has {frames} frames, more than this preset's {self.max_lufs_frames}")
+        padded = F.pad(lufs.float().to(dev), (0, self.max_lufs_frames - frames))
+        tokens = F.interpolate(padded, size=m * d, mode="linear", align_corners=True)
+        return tokens.reshape(batch, 2 * m, d)
+
+
+def _bernoulli(n: int, p_keep: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) < p_keep).to(device)
