@@ -29,3 +29,13 @@ def split_case(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     state = {k: v for k, v in tensors.items() if not k.startswith(io_prefixes)}
     io = {k: v for k, v in tensors.items() if k.startswith(io_prefixes)}
     return state, io
+
+
+def perturb_(module: torch.nn.Module, *, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Add N(0, std^2) to every float parameter, in place (as SAO's reference cases do), so that
+    zero-initialised branches (attention and feed-forward outputs) become active. Returns the module."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return module

@@ -12,6 +12,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
+from .sampling import SAMPLERS
 
 logger = logging.getLogger("triergon")
 
@@ -29,13 +30,10 @@ def _generate(args: argparse.Namespace) -> int:
         logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
                        "Trained weights come later (see README).", preset)
         model = build_model(preset, device=args.device, seed=args.seed)
-    with tqdm(desc="decoding", unit="window", disable=args.quiet) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        audio = generate(model, seconds=args.seconds, seed=args.seed, batch_size=args.batch_size,
-                         progress=progress)
+    with tqdm(total=args.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
+        audio = generate(model, seconds=args.seconds, text=args.text, audio=args.audio, seed=args.seed,
+                         batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
+                         sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
     out = Path(args.output)
     paths = [out] if len(audio) == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(len(audio))]
     for path, clip in zip(paths, audio, strict=True):
@@ -46,16 +44,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    header = f"{'preset':<12} {'VAE params':>12} {'total params':>13} {'latent':>7} {'max s':>6} {'frames':>7}"
+    header = (f"{'preset':<12} {'VAE':>12} {'DiT':>14} {'conditioner':>12} {'total':>14} {'latent':>7} "
+              f"{'max s':>6} {'frames':>7}")
     print(header)
     print("-" * len(header))
     for name in PRESETS:
         config = get_preset(name)
         counts = parameter_counts(config)
         seq = config.sequence
-        print(f"{name:<12} {counts['vae']:>12,} {counts['total']:>13,} {config.vae.latent_dim:>7} "
-              f"{seq.max_seconds:>6g} {seq.max_latent_frames:>7}")
-    print("\nparameter counts are computed from the modules; the DiT joins them with the generator.")
+        print(f"{name:<12} {counts['vae']:>12,} {counts['dit']:>14,} {counts['conditioner']:>12,} "
+              f"{counts['total']:>14,} {config.vae.latent_dim:>7} {seq.max_seconds:>6g} {seq.max_latent_frames:>7}")
     return 0
 
 
@@ -77,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "checkpoint's own)")
     gen.add_argument("--checkpoint", help="weights (.safetensors from `triergon convert` or training)")
     gen.add_argument("--seconds", type=float, required=True, help="duration of the output in seconds")
+    gen.add_argument("--text", help="text prompt (e_L)")
+    gen.add_argument("--audio", metavar="FILE", help="reference audio file (e_A), any format ffmpeg reads")
+    gen.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
+    gen.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    gen.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m", help="sampler (default dpmpp-2m)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (item i of a batch uses seed + i)")
     gen.add_argument("--batch-size", type=int, default=1, help="number of variations")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -61,13 +61,15 @@ class Conditions:
     def present(self, name: str) -> bool:
         return getattr(self, name) is not None
 
+    def _map(self, fn) -> Conditions:
+        return Conditions(**{f.name: None if (x := getattr(self, f.name)) is None else fn(x) for f in fields(self)})
+
     def repeat(self, n: int) -> Conditions:
         """The same conditions for a batch n times larger (item-major, as `repeat_interleave`)."""
-        def rep(x: torch.Tensor | None) -> torch.Tensor | None:
-            return None if x is None else x.repeat_interleave(n, dim=0)
+        return self._map(lambda x: x.repeat_interleave(n, dim=0))
 
-        return Conditions(rep(self.seconds_start), rep(self.seconds_total), rep(self.text), rep(self.audio),
-                          rep(self.video), rep(self.lufs))
+    def to(self, device: torch.device | str) -> Conditions:
+        return self._map(lambda x: x.to(device))
 
     def without(self, *names: str) -> Conditions:
         return replace(self, **dict.fromkeys(names))

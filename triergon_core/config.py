@@ -79,6 +79,8 @@ class ConditioningConfig:
     """Sizes of the conditioning tensor E = [E_M, E_L, E_T] (DESIGN.md, "Conditioning E").
 
     `tokens_per_embedding` is M: e_task, e_L, e_A and e_V are each M x `embed_dim`, E_L and E_T are 2M each.
+    `encoder` names the condition encoders: "languagebind" (towers from a local folder) or "tiny-random"
+    (the tiny preset's built-in random towers).
     """
 
     embed_dim: int = 768
@@ -88,6 +90,11 @@ class ConditioningConfig:
     timing_max_seconds: float = 512.0
     modality_dropout: float = 0.3
     cfg_dropout: float = 0.1
+    encoder: str = "languagebind"
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("languagebind", "tiny-random"):
+            raise ValueError(f"unknown condition encoder {self.encoder!r}; use 'languagebind' or 'tiny-random'")
 
     @property
     def num_tokens(self) -> int:

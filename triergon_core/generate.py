@@ -1,15 +1,21 @@
-"""`generate`: audio of an exact length from a Tri-Ergon model.
+"""`generate`: conditions in, stereo 44.1 kHz audio of an exact length out.
 
-Until the DiT and its samplers land (the generator issue), the latent is a Gaussian draw from the
-diffusion prior, decoded by the VAE: the plumbing (lengths, seeds, batching, progress, output format) is
-final, the sound is not.
+Three stages, as the design asks: `prepare_conditions` encodes the inputs once (reused across sampling
+steps and across runs, e.g. ComfyUI re-executions), `sample_latents` runs the DiT sampler with CFG, and the
+VAE decodes in overlapping windows.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from .audio import load_audio
+from .conditioning import Conditions, normalize_lufs
+from .encoders import ConditionEncoders, build_encoders
 from .model import TriErgon
+from .sampling import GuidedDenoiser, StepCallback, sample
 from .vae import ProgressFn
 
 
@@ -23,27 +29,105 @@ def initial_noise(model: TriErgon, *, seconds: float, seed: int, batch_size: int
     return torch.stack(draws).to(device)
 
 
+def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = None,
+                       audio: torch.Tensor | str | os.PathLike | None = None,
+                       video: torch.Tensor | None = None, lufs: torch.Tensor | None = None,
+                       encoders: ConditionEncoders | None = None) -> Conditions:
+    """Encode the given inputs once into `Conditions` (batch of one; `Conditions.repeat` widens it).
+
+    Args:
+        model: the model the conditions are for (its preset fixes sizes and the window).
+        seconds: output duration (seconds_total; seconds_start is 0 at inference).
+        text: a prompt for e_L.
+        audio: reference audio for e_A: a file path, or a tensor [channels, samples] at 44.1 kHz.
+        video: video frames [T, H, W, 3] in [0, 1] for e_V.
+        lufs: loudness curve [2, frames] in LUFS (left, right) at 6 frames/s, covering `seconds`.
+        encoders: condition encoders; default: the ones the preset carries (the tiny preset's random towers).
+    """
+    seq = model.config.sequence
+    seq.check_seconds(seconds)
+    requested = [name for name, value in (("text", text), ("audio", audio), ("video", video)) if value is not None]
+    encoders = encoders if encoders is not None else build_encoders(model.config.conditioning)
+    if requested and encoders is None:
+        raise ValueError(
+            f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset "
+            f"{model.config.name!r}, and none are configured: pass `encoders=` (loading LanguageBind from a "
+            "local folder arrives with video support); the `tiny` preset carries its own random towers"
+        )
+    param = next(model.conditioner.parameters())
+    embeddings: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        if text is not None:
+            embeddings["text"] = encoders.encode_text([text])
+        if audio is not None:
+            wave = load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio
+            embeddings["audio"] = encoders.encode_audio(wave[None])
+        if video is not None:
+            embeddings["video"] = encoders.encode_video(video[None])
+    curve = None
+    if lufs is not None:
+        want = seq.lufs_frames(seconds)
+        if lufs.dim() != 2 or lufs.shape[0] != 2 or lufs.shape[1] != want:
+            raise ValueError(f"the LUFS curve must be [2, {want}] (left/right at 6 frames/s for {seconds:g} s), "
+                             f"got {tuple(lufs.shape)}")
+        if not torch.isfinite(lufs).all():
+            raise ValueError("the LUFS curve contains NaN or inf values")
+        curve = normalize_lufs(lufs.float())[None]
+    timing = {"seconds_start": torch.zeros(1), "seconds_total": torch.tensor([float(seconds)])}
+    return Conditions(**timing, lufs=curve, **embeddings).to(param.device)
+
+
 @torch.inference_mode()
-def generate(model: TriErgon, *, seconds: float, seed: int = 0, batch_size: int = 1,
-             progress: ProgressFn | None = None) -> torch.Tensor:
+def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor, *, steps: int = 100,
+                   cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
+                   callback: StepCallback | None = None) -> torch.Tensor:
+    """Denoise `noise` [B, latent_dim, frames] under `conditions` (batch B) into clean latents."""
+    assert conditions.batch_size == noise.shape[0], f"{conditions.batch_size=} {noise.shape=}"
+    context, global_cond = model.conditioner(conditions)
+    denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale)
+    return sample(denoiser, noise, sampler=sampler, steps=steps, callback=callback)
+
+
+@torch.inference_mode()
+def generate(model: TriErgon, *, seconds: float | None = None, text: str | None = None,
+             audio: torch.Tensor | str | os.PathLike | None = None, video: torch.Tensor | None = None,
+             video_fps: float | None = None, lufs: torch.Tensor | None = None,
+             conditions: Conditions | None = None, encoders: ConditionEncoders | None = None, seed: int = 0,
+             batch_size: int = 1, steps: int = 100, cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
+             callback: StepCallback | None = None, decode_progress: ProgressFn | None = None) -> torch.Tensor:
     """Generate `batch_size` stereo clips of exactly `round(seconds * 44100)` samples.
 
     Args:
-        model: a Tri-Ergon model (see `build_model` / `load_checkpoint`).
-        seconds: duration; must fit the preset's window.
+        model: a Tri-Ergon model (`build_model` / `load_checkpoint`).
+        seconds: duration; default: the video's (frames / video_fps); otherwise required.
+        text, audio, video, lufs: the conditions (any subset); see `prepare_conditions`.
+        video_fps: frame rate of `video`, to derive the duration.
+        conditions: already prepared conditions (batch of one), instead of text/audio/video/lufs.
+        encoders: condition encoders (default: the preset's own).
         seed: seed of item 0; item i uses seed + i.
         batch_size: number of variations.
-        progress: called as progress(done, total) while decoding.
+        steps, cfg_scale, sampler: sampling settings (defaults: 100 steps, CFG 7, DPM-Solver++(2M)).
+        callback: called after each sampling step as callback(step, steps, predicted_x0); raise to stop.
+        decode_progress: called as decode_progress(done, total) over the VAE's decode windows.
 
     Returns:
         float32 audio [batch, 2, samples] at 44 100 Hz.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    seq = model.config.sequence
-    seq.check_seconds(seconds)
+    if seconds is None:
+        if video is None or video_fps is None:
+            raise ValueError("give `seconds`, or a video with its frame rate to take the duration from")
+        seconds = video.shape[0] / video_fps
+    if conditions is None:
+        conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video, lufs=lufs,
+                                        encoders=encoders)
+    else:
+        model.config.sequence.check_seconds(seconds)
     param = next(model.parameters())
-    latents = initial_noise(model, seconds=seconds, seed=seed, batch_size=batch_size,
-                            device=param.device).to(param.dtype)
-    audio = model.vae.decode(latents, num_samples=seq.num_samples(seconds), progress=progress)
-    return audio.float()
+    noise = initial_noise(model, seconds=seconds, seed=seed, batch_size=batch_size, device=param.device)
+    latents = sample_latents(model, conditions.repeat(batch_size), noise, steps=steps, cfg_scale=cfg_scale,
+                             sampler=sampler, callback=callback)
+    audio_out = model.vae.decode(latents.to(param.dtype), num_samples=model.config.sequence.num_samples(seconds),
+                                 progress=decode_progress)
+    return audio_out.float()

@@ -13,7 +13,7 @@ def _tiny() -> ModelConfig:
         name="tiny",
         vae=VAEConfig(channels=8, c_mults=(1, 2, 4, 8, 8), strides=(2, 4, 4, 8, 8), latent_dim=16),
         dit=DiTConfig(io_channels=16, embed_dim=128, depth=2, num_heads=2, cond_token_dim=64, global_cond_dim=128),
-        conditioning=ConditioningConfig(embed_dim=64),
+        conditioning=ConditioningConfig(embed_dim=64, encoder="tiny-random"),
         sequence=SequenceConfig(max_seconds=60.0),
     )
 

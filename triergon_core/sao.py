@@ -39,7 +39,8 @@ PREFIXES = (
 )
 # Tri-Ergon parameters that no SAO checkpoint has: always newly initialised on conversion.
 TRIERGON_ONLY = frozenset({"conditioner.task_embedding.weight"})
-SAO_HEAD_DIM = 64  # not recoverable from weight shapes; every SAO DiT uses 64
+SAO_HEAD_DIM = 64
+LANGUAGEBIND_DIM = 768  # not recoverable from weight shapes; every SAO DiT uses 64
 _PARAMETRIZED = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
 
 
@@ -131,15 +132,18 @@ def config_for_checkpoint(state: Mapping[str, torch.Tensor]) -> ModelConfig:
     sao = get_preset("sao-1.0")
     vae = infer_vae_config(state)
     dit = infer_dit_config(state)
+    tiny = get_preset("tiny")
     if dit is None:
-        base = sao.dit if vae == sao.vae else get_preset("tiny").dit
+        base = sao.dit if vae == sao.vae else tiny.dit
         dit = dataclasses.replace(base, io_channels=vae.latent_dim)
     if dit.global_cond_dim != 2 * dit.cond_token_dim:
         raise ValueError(f"this DiT's global conditioning ({dit.global_cond_dim}) is not two timing embeddings of "
                          f"its token width ({dit.cond_token_dim}), which Tri-Ergon's conditioning needs")
     config = ModelConfig(
         name="sao-custom", vae=vae, dit=dit,
-        conditioning=ConditioningConfig(embed_dim=dit.cond_token_dim),
+        # LanguageBind's embeddings are 768-wide; narrower tokens can only come from the tiny random towers
+        conditioning=ConditioningConfig(embed_dim=dit.cond_token_dim, encoder="languagebind"
+                                        if dit.cond_token_dim == LANGUAGEBIND_DIM else "tiny-random"),
         sequence=SequenceConfig(max_seconds=sao.sequence.max_seconds, sample_rate=vae.sample_rate,
                                 downsampling_ratio=vae.downsampling_ratio),
     )

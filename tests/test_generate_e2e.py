@@ -1,0 +1,82 @@
+"""End to end on the tiny preset: every combination of text / audio / video, several durations."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from _helpers import perturb_
+
+import triergon
+from triergon.triergon_core.generate import prepare_conditions
+
+STEPS = 8  # plumbing, not quality: a few steps keep the 24 runs fast
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # A new DiT ignores its conditioning (zero-initialised branch outputs); perturbed weights make every
+    # conditioning path reach the output.
+    return perturb_(triergon.build_model("tiny", seed=0).requires_grad_(False))
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "text": "rain on a tin roof",
+        "audio": torch.randn(2, 3 * 44100, generator=g) * 0.1,
+        "video": torch.rand(12, 24, 32, 3, generator=g),
+    }
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.37, 4.0])
+@pytest.mark.parametrize("present", list(itertools.product([False, True], repeat=3)),
+                         ids=lambda p: "".join(n for n, on in zip("TAV", p, strict=True) if on) or "none")
+def test_every_modality_combination(tiny, inputs, seconds, present):
+    kwargs = {name: inputs[name] for name, on in zip(("text", "audio", "video"), present, strict=True) if on}
+    audio = triergon.generate(tiny, seconds=seconds, seed=11, steps=STEPS, **kwargs)
+    assert audio.shape == (1, 2, round(seconds * 44100)) and audio.dtype == torch.float32
+    assert torch.isfinite(audio).all() and audio.abs().max() > 0
+    assert torch.equal(audio, triergon.generate(tiny, seconds=seconds, seed=11, steps=STEPS, **kwargs))
+
+
+def test_conditions_change_the_output(tiny, inputs):
+    base = triergon.generate(tiny, seconds=1.0, seed=1, steps=STEPS)
+    for name, value in inputs.items():
+        assert not torch.allclose(base, triergon.generate(tiny, seconds=1.0, seed=1, steps=STEPS, **{name: value}))
+    lufs = torch.full((2, 6), -20.0)
+    assert not torch.allclose(base, triergon.generate(tiny, seconds=1.0, seed=1, steps=STEPS, lufs=lufs))
+
+
+def test_prepared_conditions_are_reused(tiny, inputs):
+    cond = prepare_conditions(tiny, seconds=2.0, **inputs)
+    assert cond.batch_size == 1 and cond.text.shape == cond.audio.shape == cond.video.shape == (1, 1, 64)
+    a = triergon.generate(tiny, seconds=2.0, conditions=cond, seed=4, steps=STEPS, batch_size=2)
+    b = triergon.generate(tiny, seconds=2.0, seed=4, steps=STEPS, batch_size=2, **inputs)
+    assert a.shape == (2, 2, 88200)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], a[1])  # seeds 4 and 5
+
+
+def test_duration_from_video(tiny, inputs):
+    audio = triergon.generate(tiny, video=inputs["video"], video_fps=6.0, seed=0, steps=STEPS)
+    assert audio.shape == (1, 2, 88200)  # 12 frames at 6 fps
+    with pytest.raises(ValueError, match="give `seconds`"):
+        triergon.generate(tiny, text="x", steps=STEPS)
+
+
+def test_default_settings_run(tiny):
+    audio = triergon.generate(tiny, seconds=1.0, text="wind")  # 100 steps, CFG 7, DPM-Solver++(2M)
+    assert audio.shape == (1, 2, 44100) and torch.isfinite(audio).all()
+
+
+def test_missing_encoders_and_bad_lufs_are_clear_errors(tiny):
+    big = triergon.build_model("triergon-s", device="meta")
+    with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind towers .*`encoders=`"):
+        prepare_conditions(big, seconds=5.0, text="rain")
+    with pytest.raises(ValueError, match=r"must be \[2, 12\]"):
+        prepare_conditions(tiny, seconds=2.0, lufs=torch.full((2, 10), -20.0))
+    with pytest.raises(ValueError, match="NaN"):
+        prepare_conditions(tiny, seconds=1.0, lufs=torch.full((2, 6), float("nan")))
