@@ -163,12 +163,17 @@ class Conditioner(nn.Module):
         if lufs is None:
             return torch.zeros(batch, 2 * m, d, device=dev)
         assert lufs.dim() == 3 and lufs.shape[:2] == (batch, 2), f"{lufs.shape=} {batch=}"
-        frames = lufs.shape[-1]
-        if frames > self.max_lufs_frames:
-            raise ValueError(f"LUFS curve has {frames} frames, more than this preset's {self.max_lufs_frames}")
-        padded = F.pad(lufs.float().to(dev), (0, self.max_lufs_frames - frames))
-        tokens = F.interpolate(padded, size=m * d, mode="linear", align_corners=True)
-        return tokens.reshape(batch, 2 * m, d)
+        return lufs_embedding(lufs.float().to(dev), max_frames=self.max_lufs_frames, tokens=m, dim=d)
+
+
+def lufs_embedding(curves: torch.Tensor, *, max_frames: int, tokens: int, dim: int) -> torch.Tensor:
+    """E_L of normalised curves [B, 2, frames]: each zero-padded to `max_frames` and linearly interpolated
+    (align_corners=True) to tokens * dim values -> [B, 2 * tokens, dim], left tokens first."""
+    frames = curves.shape[-1]
+    if frames > max_frames:
+        raise ValueError(f"LUFS curve has {frames} frames, more than this preset's {max_frames}")
+    padded = F.pad(curves, (0, max_frames - frames))
+    return F.interpolate(padded, size=tokens * dim, mode="linear", align_corners=True).reshape(-1, 2 * tokens, dim)
 
 
 def _bernoulli(n: int, p_keep: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

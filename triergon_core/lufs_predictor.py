@@ -1,0 +1,207 @@
+"""T_LUFS: predict per-channel loudness curves from video (the paper's LUFS prediction module).
+
+Video frames sampled by time at 6 fps -> DINOv2 frame features (transformers `Dinov2Model`, weights from a
+local folder) -> a transformer encoder with learned positions (up to 360 frames = 60 s) -> two sigmoid
+outputs per frame: the normalised left and right LUFS, (l + 70) / 70. Trained with MSE (train/).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ._fs import atomic_write_path
+from .config import LUFS_RATE
+from .lufs_curve import LufsCurve
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LufsPredictorConfig:
+    """Sizes of T_LUFS. `feature_dim` is the DINOv2 hidden size it reads (768 for ViT-B/14)."""
+
+    name: str
+    feature_dim: int = 768
+    dim: int = 768
+    depth: int = 12
+    heads: int = 8
+    ff_mult: int = 4
+    max_frames: int = 360
+    rate: float = LUFS_RATE
+
+
+LUFS_PREDICTOR_PRESETS = {
+    "s": LufsPredictorConfig(name="s", depth=12, heads=8),
+    "l": LufsPredictorConfig(name="l", depth=14, heads=12),
+    "tiny": LufsPredictorConfig(name="tiny", feature_dim=32, dim=32, depth=2, heads=2),
+}
+
+
+class LufsPredictor(nn.Module):
+    """DINOv2 frame features [B, T, feature_dim] -> normalised L/R loudness [B, 2, T] in [0, 1]."""
+
+    def __init__(self, *, config: LufsPredictorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.proj_in = nn.Linear(config.feature_dim, config.dim)
+        self.positions = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(config.dim, config.heads, config.ff_mult * config.dim, dropout=0.1,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.depth, norm=nn.LayerNorm(config.dim),
+                                             enable_nested_tensor=False)
+        self.head = nn.Linear(config.dim, 2)
+
+    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Args:
+            features: [B, T, feature_dim] DINOv2 features of frames at 6 fps (T <= max_frames).
+            padding_mask: [B, T], True at padded frames (ignored by attention).
+        """
+        t, f = features.shape[1:]
+        assert f == self.config.feature_dim, f"{features.shape=} {self.config.feature_dim=}"
+        if t > self.config.max_frames:
+            raise ValueError(f"{t} frames is more than T_LUFS's {self.config.max_frames} "
+                             f"({self.config.max_frames / self.config.rate:g} s at {self.config.rate:g} fps)")
+        x = self.proj_in(features) + self.positions[:t]
+        x = self.encoder(x, src_key_padding_mask=padding_mask)
+        return torch.sigmoid(self.head(x)).transpose(1, 2)
+
+
+def save_predictor(model: LufsPredictor, path: str | os.PathLike) -> Path:
+    """Write T_LUFS weights and config to a safetensors file (atomically)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_write_path(path) as tmp:
+        meta = {"format": "triergon-lufs-predictor", "config": json.dumps(asdict(model.config))}
+        save_file(state, tmp, metadata=meta)
+    return Path(path)
+
+
+def load_predictor(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> LufsPredictor:
+    """Load T_LUFS weights written by `save_predictor` (or the trainer)."""
+    from .checkpoint import CheckpointError, check_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LUFS predictor weights not found: {path}")
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "triergon-lufs-predictor":
+        raise CheckpointError(f"{path} is not a Tri-Ergon LUFS predictor checkpoint (format {meta.get('format')!r})")
+    model = LufsPredictor(config=LufsPredictorConfig(**json.loads(meta["config"])))
+    state = load_file(path)
+    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, what=f"LUFS predictor {path}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+class FrameFeatures(nn.Module):
+    """DINOv2 (transformers `Dinov2Model`) over RGB frames: the pooled CLS feature of each frame.
+
+    Preprocessing follows the DINOv2 image processor: resize the short side to `resize` (256), centre-crop
+    `crop` (224), ImageNet mean/std; values come from the folder's `preprocessor_config.json` when present.
+    """
+
+    def __init__(self, model: nn.Module, *, resize: int = 256, crop: int = 224,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.model, self.resize, self.crop = model, resize, crop
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) with the short side scaled to `resize`: what to ask the video reader for."""
+        scale = self.resize / min(height, width)
+        return max(self.crop, round(height * scale)), max(self.crop, round(width * scale))
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float frames [T, H, W, 3] -> normalised [T, 3, crop, crop]."""
+        x = frames.permute(0, 3, 1, 2).float()
+        if frames.dtype == torch.uint8:
+            x = x / 255.0
+        h, w = x.shape[-2:]
+        if min(h, w) != self.resize:
+            x = F.interpolate(x, size=self.frame_size(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+        h, w = x.shape[-2:]
+        top, left = (h - self.crop) // 2, (w - self.crop) // 2
+        x = x[..., top:top + self.crop, left:left + self.crop]
+        return (x - self.mean) / self.std
+
+    @torch.inference_mode()
+    def forward(self, frames: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+        """Frames [T, H, W, 3] -> features [T, feature_dim], in batches of `batch_size` frames."""
+        param = next(self.model.parameters())
+        out = []
+        for i in range(0, frames.shape[0], batch_size):
+            pixels = self.preprocess(frames[i:i + batch_size]).to(device=param.device, dtype=param.dtype)
+            out.append(self.model(pixel_values=pixels).pooler_output.float())
+        return torch.cat(out)
+
+
+def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu") -> FrameFeatures:
+    """Load DINOv2 from a local folder (a Hugging Face `facebook/dinov2-*` download); nothing is fetched.
+
+    Raises a ValueError naming the folder when it is missing, has no config, or holds another model type.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DINOv2 folder not found: {folder} (download e.g. facebook/dinov2-base there)")
+    if not config_file.is_file():
+        raise ValueError(f"{folder} has no config.json: give the folder of a Hugging Face DINOv2 model")
+    kind = json.loads(config_file.read_text()).get("model_type")
+    if kind != "dinov2":
+        raise ValueError(f"{folder} holds a {kind!r} model, not DINOv2 (model_type 'dinov2' expected)")
+    from transformers import Dinov2Model
+
+    model = Dinov2Model.from_pretrained(folder, local_files_only=True).to(device).eval()
+    kwargs = {}
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        cfg = json.loads(processor.read_text())
+        size, crop = cfg.get("size", {}), cfg.get("crop_size", {})
+        kwargs = {"resize": size.get("shortest_edge", 256), "crop": crop.get("height", 224),
+                  "mean": tuple(cfg.get("image_mean", IMAGENET_MEAN)), "std": tuple(cfg.get("image_std", IMAGENET_STD))}
+    return FrameFeatures(model, **kwargs)
+
+
+@torch.inference_mode()
+def predict_lufs(video: str | os.PathLike, *, features: FrameFeatures, predictor: LufsPredictor) -> LufsCurve:
+    """Predict the L/R loudness curve of a video (any frame rate; frames sampled by time at 6 fps).
+
+    Args:
+        video: path of the video file.
+        features: DINOv2 frame features (`load_dinov2`).
+        predictor: T_LUFS (`load_predictor`).
+    """
+    from .video import probe_video, read_frames
+
+    if features.feature_dim != predictor.config.feature_dim:
+        raise ValueError(f"the predictor reads {predictor.config.feature_dim}-d features but this DINOv2 gives "
+                         f"{features.feature_dim}-d ones: use the DINOv2 size it was trained with")
+    info = probe_video(video)
+    limit = predictor.config.max_frames / predictor.config.rate
+    if info.duration > limit:
+        raise ValueError(f"{video} is {info.duration:.2f} s long; the LUFS predictor covers at most {limit:g} s")
+    frames = read_frames(video, fps=predictor.config.rate, size=features.frame_size(info.height, info.width))
+    feats = features(frames.frames)
+    param = next(predictor.parameters())
+    curve = predictor(feats[None].to(device=param.device, dtype=param.dtype))[0].float().cpu()
+    expected = math.ceil(round(info.duration * predictor.config.rate, 6))
+    assert curve.shape == (2, expected), f"{curve.shape=} {expected=}"
+    return LufsCurve.from_normalized(curve, rate=predictor.config.rate)
