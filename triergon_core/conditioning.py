@@ -171,7 +171,7 @@ def lufs_embedding(curves: torch.Tensor, *, max_frames: int, tokens: int, dim: i
     (align_corners=True) to tokens * dim values -> [B, 2 * tokens, dim], left tokens first."""
     frames = curves.shape[-1]
     if frames > max_frames:
-        raise ValueError(f"LUFS curve has {frames} frames, more than this preset's {max_frames}")
+        raise ValueError(f"LUFS curve has {frames} frames, more than the maximum {max_frames} of the preset's window")
     padded = F.pad(curves, (0, max_frames - frames))
     return F.interpolate(padded, size=tokens * dim, mode="linear", align_corners=True).reshape(-1, 2 * tokens, dim)
 
