@@ -1,10 +1,41 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from transformers import Dinov2Config, Dinov2Model
+
+from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield
+
+
+# --- a tiny DINOv2 folder and tiny T_LUFS weights (no downloads) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dinov2_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dinov2-tiny")
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             image_size=56, patch_size=14)).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"shortest_edge": 64}, "crop_size": {"height": 56, "width": 56},
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+    }))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tlufs_weights(tmp_path_factory):
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tlufs") / "tlufs-tiny.safetensors"
+    save_predictor(LufsPredictor(config=LUFS_PREDICTOR_PRESETS["tiny"]).eval(), path)
+    return path
+
+

@@ -10,6 +10,7 @@ from _helpers import perturb_
 
 import triergon
 from triergon.triergon_core.generate import prepare_conditions
+from triergon.triergon_core.lufs_curve import LufsCurve
 
 STEPS = 8  # plumbing, not quality: a few steps keep the 24 runs fast
 
@@ -76,7 +77,21 @@ def test_missing_encoders_and_bad_lufs_are_clear_errors(tiny):
     big = triergon.build_model("triergon-s", device="meta")
     with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind towers .*`encoders=`"):
         prepare_conditions(big, seconds=5.0, text="rain")
-    with pytest.raises(ValueError, match=r"must be \[2, 12\]"):
+    with pytest.raises(ValueError, match=r"covers 1.66667 s .* but the audio is 2 s \(12 frames\)"):
         prepare_conditions(tiny, seconds=2.0, lufs=torch.full((2, 10), -20.0))
     with pytest.raises(ValueError, match="NaN"):
         prepare_conditions(tiny, seconds=1.0, lufs=torch.full((2, 6), float("nan")))
+    with pytest.raises(ValueError, match="stereo"):
+        prepare_conditions(tiny, seconds=1.0, lufs=LufsCurve(torch.full((1, 6), -20.0), channels=("M",)))
+
+
+def test_lufs_curves_are_fitted_and_converted(tiny):
+    short = LufsCurve(torch.full((2, 10), -20.0))
+    padded = prepare_conditions(tiny, seconds=2.0, lufs=short, lufs_fit="pad").lufs
+    assert padded.shape == (1, 2, 12) and torch.allclose(padded, torch.full((1, 2, 12), 50 / 70))
+    # a curve at another frame rate is resampled by time to 6 frames/s
+    fast = LufsCurve.from_keyframes([0.0, 2.0], [-60.0, -20.0], duration=2.0, rate=10.0)
+    at6 = prepare_conditions(tiny, seconds=2.0, lufs=fast).lufs[0] * 70 - 70
+    expected = fast.with_rate(6.0).values
+    assert at6.shape == (2, 12) and torch.allclose(at6, expected, atol=1e-4)
+    assert torch.allclose(expected[0, :3], torch.tensor([-60.0, -56.6667, -53.3333]), atol=1e-3)

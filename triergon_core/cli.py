@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .cli_lufs import add_lufs_parser
+from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
 from .sampling import SAMPLERS
@@ -20,7 +23,7 @@ logger = logging.getLogger("triergon")
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .audio import write_audio
+    from .audio import load_audio, write_audio
     from .generate import generate
 
     if args.checkpoint:
@@ -30,8 +33,14 @@ def _generate(args: argparse.Namespace) -> int:
         logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
                        "Trained weights come later (see README).", preset)
         model = build_model(preset, device=args.device, seed=args.seed)
+    lufs = None
+    if args.lufs:
+        lufs = LufsCurve.load(args.lufs)
+    elif args.lufs_from:
+        lufs = LufsCurve.measure(load_audio(args.lufs_from))
     with tqdm(total=args.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
-        audio = generate(model, seconds=args.seconds, text=args.text, audio=args.audio, seed=args.seed,
+        audio = generate(model, seconds=args.seconds, text=args.text, audio=args.audio, lufs=lufs,
+                         lufs_fit=args.lufs_fit, seed=args.seed,
                          batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
                          sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
     out = Path(args.output)
@@ -77,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seconds", type=float, required=True, help="duration of the output in seconds")
     gen.add_argument("--text", help="text prompt (e_L)")
     gen.add_argument("--audio", metavar="FILE", help="reference audio file (e_A), any format ffmpeg reads")
+    loud = gen.add_mutually_exclusive_group()
+    loud.add_argument("--lufs", metavar="CURVE", help="loudness curve (.json/.csv, see `triergon lufs`)")
+    loud.add_argument("--lufs-from", metavar="AUDIO", help="use the measured loudness curve of this audio file")
+    gen.add_argument("--lufs-fit", choices=FIT_POLICIES, default="error",
+                     help="when the curve's length differs from --seconds: error (default), resample, pad, trim, "
+                          "pad_or_trim")
     gen.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     gen.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
     gen.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m", help="sampler (default dpmpp-2m)")
@@ -99,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--preset", choices=list(PRESETS), help="check the weights against this preset "
                       "(default: read the sizes off the checkpoint)")
     conv.set_defaults(func=_convert)
+    add_lufs_parser(sub)
     return parser
 
 
@@ -133,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 2
+    except BrokenPipeError:  # e.g. `triergon lufs measure x.wav | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 0
 
 
 if __name__ == "__main__":

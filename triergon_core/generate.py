@@ -12,8 +12,9 @@ import os
 import torch
 
 from .audio import load_audio
-from .conditioning import Conditions, normalize_lufs
+from .conditioning import Conditions
 from .encoders import ConditionEncoders, build_encoders
+from .lufs_curve import LufsCurve
 from .model import TriErgon
 from .sampling import GuidedDenoiser, StepCallback, sample
 from .vae import ProgressFn
@@ -31,8 +32,8 @@ def initial_noise(model: TriErgon, *, seconds: float, seed: int, batch_size: int
 
 def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = None,
                        audio: torch.Tensor | str | os.PathLike | None = None,
-                       video: torch.Tensor | None = None, lufs: torch.Tensor | None = None,
-                       encoders: ConditionEncoders | None = None) -> Conditions:
+                       video: torch.Tensor | None = None, lufs: LufsCurve | torch.Tensor | None = None,
+                       lufs_fit: str = "error", encoders: ConditionEncoders | None = None) -> Conditions:
     """Encode the given inputs once into `Conditions` (batch of one; `Conditions.repeat` widens it).
 
     Args:
@@ -41,7 +42,9 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
         text: a prompt for e_L.
         audio: reference audio for e_A: a file path, or a tensor [channels, samples] at 44.1 kHz.
         video: video frames [T, H, W, 3] in [0, 1] for e_V.
-        lufs: loudness curve [2, frames] in LUFS (left, right) at 6 frames/s, covering `seconds`.
+        lufs: loudness curve (a `LufsCurve`, or a tensor [2, frames] in LUFS, left/right, at 6 frames/s).
+        lufs_fit: what to do when the curve does not cover `seconds` exactly: "error" (default), "resample",
+            "pad", "trim" or "pad_or_trim" (see `LufsCurve.fit_duration`).
         encoders: condition encoders; default: the ones the preset carries (the tiny preset's random towers).
     """
     seq = model.config.sequence
@@ -66,13 +69,10 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
             embeddings["video"] = encoders.encode_video(video[None])
     curve = None
     if lufs is not None:
-        want = seq.lufs_frames(seconds)
-        if lufs.dim() != 2 or lufs.shape[0] != 2 or lufs.shape[1] != want:
-            raise ValueError(f"the LUFS curve must be [2, {want}] (left/right at 6 frames/s for {seconds:g} s), "
-                             f"got {tuple(lufs.shape)}")
-        if not torch.isfinite(lufs).all():
-            raise ValueError("the LUFS curve contains NaN or inf values")
-        curve = normalize_lufs(lufs.float())[None]
+        if not isinstance(lufs, LufsCurve):
+            lufs = LufsCurve(lufs, rate=seq.lufs_rate)
+        curve = lufs.require_stereo().with_rate(seq.lufs_rate).fit_duration(seconds, policy=lufs_fit)
+        curve = curve.to_normalized()[None]
     timing = {"seconds_start": torch.zeros(1), "seconds_total": torch.tensor([float(seconds)])}
     return Conditions(**timing, lufs=curve, **embeddings).to(param.device)
 
@@ -91,7 +91,7 @@ def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor,
 @torch.inference_mode()
 def generate(model: TriErgon, *, seconds: float | None = None, text: str | None = None,
              audio: torch.Tensor | str | os.PathLike | None = None, video: torch.Tensor | None = None,
-             video_fps: float | None = None, lufs: torch.Tensor | None = None,
+             video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
              conditions: Conditions | None = None, encoders: ConditionEncoders | None = None, seed: int = 0,
              batch_size: int = 1, steps: int = 100, cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
              callback: StepCallback | None = None, decode_progress: ProgressFn | None = None) -> torch.Tensor:
@@ -100,7 +100,7 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
     Args:
         model: a Tri-Ergon model (`build_model` / `load_checkpoint`).
         seconds: duration; default: the video's (frames / video_fps); otherwise required.
-        text, audio, video, lufs: the conditions (any subset); see `prepare_conditions`.
+        text, audio, video, lufs, lufs_fit: the conditions (any subset); see `prepare_conditions`.
         video_fps: frame rate of `video`, to derive the duration.
         conditions: already prepared conditions (batch of one), instead of text/audio/video/lufs.
         encoders: condition encoders (default: the preset's own).
@@ -121,7 +121,7 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
         seconds = video.shape[0] / video_fps
     if conditions is None:
         conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video, lufs=lufs,
-                                        encoders=encoders)
+                                        lufs_fit=lufs_fit, encoders=encoders)
     else:
         model.config.sequence.check_seconds(seconds)
     param = next(model.parameters())

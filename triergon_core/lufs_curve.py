@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from ._fs import atomic_write_path
 from .conditioning import LUFS_CEIL, LUFS_FLOOR, lufs_embedding, normalize_lufs
-from .config import LUFS_RATE
+from .config import LUFS_RATE, SAMPLE_RATE
+from .loudness import momentary_lufs
 from .lufs_plot import plot_curves
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,19 @@ class LufsCurve:
         return self
 
     # ---------------------------------------------------------------------------------------- constructors
+
+    @classmethod
+    def measure(cls, audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: float = LUFS_RATE) -> LufsCurve:
+        """The momentary loudness of stereo audio [2, samples], per channel (BS.1770 K-weighting, windows of
+        1 / rate s). Loudness above 0 LUFS is clipped to 0 (the model's range), silence reads -70.
+
+        Args:
+            audio: [2, samples] (use `load_audio` for files: it resamples and makes stereo).
+            sample_rate: rate of `audio`.
+            rate: curve frames per second.
+        """
+        values = momentary_lufs(audio, sample_rate, rate=rate).clamp(max=LUFS_CEIL)
+        return cls(values, rate=rate).require_stereo()
 
     @classmethod
     def constant(cls, level: Level, *, duration: float, rate: float = LUFS_RATE,
@@ -313,6 +327,19 @@ class LufsCurve:
         if n == self.num_frames:
             return self
         return self._with(F.interpolate(self._values[None], size=n, mode="linear", align_corners=True)[0])
+
+    def with_rate(self, rate: float) -> LufsCurve:
+        """The same loudness over the same duration at another frame rate (linear in time).
+
+        Args:
+            rate: the new frames per second.
+        """
+        rate = _check_rate(rate)
+        if rate == self._rate:
+            return self
+        new_times = np.arange(_duration_frames(self.duration, rate)) / rate
+        values = np.stack([np.interp(new_times, self.times, row) for row in self._values.numpy()])
+        return LufsCurve(values, rate=rate, channels=self._channels)
 
     def slice(self, start: float, end: float) -> LufsCurve:
         """The frames that overlap [start, end), as a new curve starting at 0 s.

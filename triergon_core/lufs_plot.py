@@ -76,5 +76,5 @@ def plot_curves(curve: LufsCurve, *, overlay: LufsCurve | None = None, path: str
         # Written from the array, so the file is exactly the image returned.
         with atomic_write_path(path) as tmp:
             imsave(tmp, image, format="png")
-        logger.info("wrote LUFS plot %s", path)
+        logger.debug("wrote LUFS plot %s", path)
     return image
