@@ -7,6 +7,7 @@ every conditioning path runs in tests and demos without any download. Their embe
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import torch
@@ -19,13 +20,20 @@ TINY_SEED = 1234
 
 
 class ConditionEncoders(Protocol):
-    """What `generate` needs from an encoder set; each method returns unit-norm [B, M, D] embeddings."""
+    """What `generate` needs from an encoder set; each method returns unit-norm [B, M, D] embeddings.
+
+    `identity` names the encoders and their weights (it keys the embedding cache).
+    """
+
+    identity: str
 
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor: ...
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_video_file(self, path: str | os.PathLike) -> torch.Tensor: ...
 
 
 class TinyEncoders(nn.Module):
@@ -36,9 +44,13 @@ class TinyEncoders(nn.Module):
     time -> linear. Every output is L2-normalised, as LanguageBind's pooled embeddings are.
     """
 
+    VIDEO_FRAMES = 8
+    VIDEO_SIZE = (32, 32)
+
     def __init__(self, *, config: ConditioningConfig, seed: int = TINY_SEED) -> None:
         super().__init__()
         self.tokens, d = config.tokens_per_embedding, config.embed_dim
+        self.identity = f"tiny-random:seed={seed}:{self.tokens}x{d}"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.byte_embedding = nn.Embedding(256, 32)
@@ -72,6 +84,13 @@ class TinyEncoders(nn.Module):
         x = frames.to(self.video_proj.weight).flatten(0, 1).permute(0, 3, 1, 2)
         thumbs = F.adaptive_avg_pool2d(x, 8).reshape(b, t, -1).mean(1)
         return self._out(self.video_proj(thumbs))
+
+
+    def encode_video_file(self, path: str | os.PathLike) -> torch.Tensor:
+        """A video file: 8 frames at segment centres, read by timestamps and scaled while decoding."""
+        from .video import read_frames
+
+        return self.encode_video(read_frames(path, num_frames=self.VIDEO_FRAMES, size=self.VIDEO_SIZE).to_float()[None])
 
 
 def build_encoders(config: ConditioningConfig) -> ConditionEncoders | None:

@@ -12,6 +12,7 @@ import os
 import torch
 
 from .audio import load_audio
+from .cache import CachedEncoders, EmbeddingCache
 from .conditioning import Conditions
 from .encoders import ConditionEncoders, build_encoders
 from .lufs_curve import LufsCurve
@@ -32,8 +33,10 @@ def initial_noise(model: TriErgon, *, seconds: float, seed: int, batch_size: int
 
 def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = None,
                        audio: torch.Tensor | str | os.PathLike | None = None,
-                       video: torch.Tensor | None = None, lufs: LufsCurve | torch.Tensor | None = None,
-                       lufs_fit: str = "error", encoders: ConditionEncoders | None = None) -> Conditions:
+                       video: torch.Tensor | str | os.PathLike | None = None,
+                       lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
+                       encoders: ConditionEncoders | None = None, cache: EmbeddingCache | None = None,
+                       ) -> Conditions:
     """Encode the given inputs once into `Conditions` (batch of one; `Conditions.repeat` widens it).
 
     Args:
@@ -41,11 +44,12 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
         seconds: output duration (seconds_total; seconds_start is 0 at inference).
         text: a prompt for e_L.
         audio: reference audio for e_A: a file path, or a tensor [channels, samples] at 44.1 kHz.
-        video: video frames [T, H, W, 3] in [0, 1] for e_V.
+        video: for e_V: a video file (frames read by timestamps), or frames [T, H, W, 3] in [0, 1].
         lufs: loudness curve (a `LufsCurve`, or a tensor [2, frames] in LUFS, left/right, at 6 frames/s).
         lufs_fit: what to do when the curve does not cover `seconds` exactly: "error" (default), "resample",
             "pad", "trim" or "pad_or_trim" (see `LufsCurve.fit_duration`).
         encoders: condition encoders; default: the ones the preset carries (the tiny preset's random towers).
+        cache: an embedding cache; inputs seen before (same content, same encoders) are not re-encoded.
     """
     seq = model.config.sequence
     seq.check_seconds(seconds)
@@ -57,6 +61,8 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
             f"{model.config.name!r}, and none are configured: pass `encoders=` (loading LanguageBind from a "
             "local folder arrives with video support); the `tiny` preset carries its own random towers"
         )
+    if encoders is not None and cache is not None:
+        encoders = CachedEncoders(encoders, identity=encoders.identity, cache=cache)
     param = next(model.conditioner.parameters())
     embeddings: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
@@ -65,7 +71,9 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
         if audio is not None:
             wave = load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio
             embeddings["audio"] = encoders.encode_audio(wave[None])
-        if video is not None:
+        if isinstance(video, (str, os.PathLike)):
+            embeddings["video"] = encoders.encode_video_file(video)
+        elif video is not None:
             embeddings["video"] = encoders.encode_video(video[None])
     curve = None
     if lufs is not None:
@@ -75,6 +83,25 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
         curve = curve.to_normalized()[None]
     timing = {"seconds_start": torch.zeros(1), "seconds_total": torch.tensor([float(seconds)])}
     return Conditions(**timing, lufs=curve, **embeddings).to(param.device)
+
+
+def video_duration(model: TriErgon, video: torch.Tensor | str | os.PathLike | None,
+                   video_fps: float | None) -> float:
+    """The duration to generate for a video: a file's from its stream timestamps, frames' from their rate.
+    A video longer than the preset's window is an error naming the limit."""
+    if isinstance(video, (str, os.PathLike)):
+        from .video import probe_video
+
+        seconds = probe_video(video).duration
+    elif video is not None and video_fps is not None:
+        seconds = video.shape[0] / video_fps
+    else:
+        raise ValueError("give `seconds`, or a video (a file, or frames with video_fps) to take the duration from")
+    limit = model.config.sequence.max_seconds
+    if seconds > limit:
+        raise ValueError(f"the video is {seconds:.2f} s long, longer than the {limit:g} s window of preset "
+                         f"{model.config.name!r}; trim it to {limit:g} s or less (long-form generation comes later)")
+    return seconds
 
 
 @torch.inference_mode()
@@ -90,20 +117,24 @@ def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor,
 
 @torch.inference_mode()
 def generate(model: TriErgon, *, seconds: float | None = None, text: str | None = None,
-             audio: torch.Tensor | str | os.PathLike | None = None, video: torch.Tensor | None = None,
-             video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
-             conditions: Conditions | None = None, encoders: ConditionEncoders | None = None, seed: int = 0,
-             batch_size: int = 1, steps: int = 100, cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
+             audio: torch.Tensor | str | os.PathLike | None = None,
+             video: torch.Tensor | str | os.PathLike | None = None, video_fps: float | None = None,
+             lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
+             conditions: Conditions | None = None, encoders: ConditionEncoders | None = None,
+             cache: EmbeddingCache | None = None, seed: int = 0, batch_size: int = 1, steps: int = 100,
+             cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
              callback: StepCallback | None = None, decode_progress: ProgressFn | None = None) -> torch.Tensor:
     """Generate `batch_size` stereo clips of exactly `round(seconds * 44100)` samples.
 
     Args:
         model: a Tri-Ergon model (`build_model` / `load_checkpoint`).
-        seconds: duration; default: the video's (frames / video_fps); otherwise required.
+        seconds: duration; default: the video's (a file's duration from its timestamps, or frames / video_fps
+            for frames); otherwise required.
         text, audio, video, lufs, lufs_fit: the conditions (any subset); see `prepare_conditions`.
         video_fps: frame rate of `video`, to derive the duration.
         conditions: already prepared conditions (batch of one), instead of text/audio/video/lufs.
         encoders: condition encoders (default: the preset's own).
+        cache: embedding cache (see `prepare_conditions`).
         seed: seed of item 0; item i uses seed + i.
         batch_size: number of variations.
         steps, cfg_scale, sampler: sampling settings (defaults: 100 steps, CFG 7, DPM-Solver++(2M)).
@@ -116,12 +147,10 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if seconds is None:
-        if video is None or video_fps is None:
-            raise ValueError("give `seconds`, or a video with its frame rate to take the duration from")
-        seconds = video.shape[0] / video_fps
+        seconds = video_duration(model, video, video_fps)
     if conditions is None:
         conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video, lufs=lufs,
-                                        lufs_fit=lufs_fit, encoders=encoders)
+                                        lufs_fit=lufs_fit, encoders=encoders, cache=cache)
     else:
         model.config.sequence.check_seconds(seconds)
     param = next(model.parameters())
