@@ -76,3 +76,18 @@ def test_cli_generate_from_checkpoint(tmp_path):
                  "--bits", "32", "-o", str(out)]) == 0
     expected = triergon.generate(model, seconds=1.5, seed=2)[0]
     torch.testing.assert_close(triergon.load_audio(out), expected, rtol=0, atol=1e-6)
+
+
+def test_cli_generate_for_a_video(tmp_path, caplog):
+    from fractions import Fraction
+
+    from _videos import write_video
+
+    video = write_video(tmp_path / "clip.mp4", fps=Fraction(30000, 1001), num_frames=45)
+    out = tmp_path / "clip.wav"
+    assert main(["generate", str(video), "--text", "door", "--steps", "2", "-q", "-o", str(out)]) == 0
+    assert triergon.load_audio(out).shape == (2, round(45 * 1001 / 30000 * 44100))
+    assert main(["generate", str(tmp_path / "missing.mp4"), "--steps", "2", "-q", "-o", str(out)]) == 2
+    assert "missing.mp4" in caplog.text
+    assert main(["generate", "--steps", "2", "-q", "-o", str(out)]) == 2
+    assert "give `seconds`" in caplog.text

@@ -39,7 +39,7 @@ def _generate(args: argparse.Namespace) -> int:
     elif args.lufs_from:
         lufs = LufsCurve.measure(load_audio(args.lufs_from))
     with tqdm(total=args.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
-        audio = generate(model, seconds=args.seconds, text=args.text, audio=args.audio, lufs=lufs,
+        audio = generate(model, seconds=args.seconds, video=args.video, text=args.text, audio=args.audio, lufs=lufs,
                          lufs_fit=args.lufs_fit, seed=args.seed,
                          batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
                          sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the "
                      "checkpoint's own)")
     gen.add_argument("--checkpoint", help="weights (.safetensors from `triergon convert` or training)")
-    gen.add_argument("--seconds", type=float, required=True, help="duration of the output in seconds")
+    gen.add_argument("video", nargs="?", help="video to make sound for (e_V; the duration defaults to the video's)")
+    gen.add_argument("--seconds", type=float, help="duration of the output in seconds (required without a video)")
     gen.add_argument("--text", help="text prompt (e_L)")
     gen.add_argument("--audio", metavar="FILE", help="reference audio file (e_A), any format ffmpeg reads")
     loud = gen.add_mutually_exclusive_group()
