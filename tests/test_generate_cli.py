@@ -8,6 +8,8 @@ import torch
 import triergon
 from triergon.triergon_core.cli import main
 
+STEPS = 8  # lengths, seeds and files, not sound quality
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -16,19 +18,19 @@ def tiny():
 
 @pytest.mark.parametrize("seconds", [1.0, 2.37, 4.0])
 def test_generate_exact_length_and_reproducible(tiny, seconds):
-    audio = triergon.generate(tiny, seconds=seconds, seed=3)
+    audio = triergon.generate(tiny, seconds=seconds, seed=3, steps=STEPS)
     assert audio.shape == (1, 2, round(seconds * 44100)) and audio.dtype == torch.float32
     assert torch.isfinite(audio).all()
-    assert torch.equal(audio, triergon.generate(tiny, seconds=seconds, seed=3))
-    assert not torch.equal(audio, triergon.generate(tiny, seconds=seconds, seed=4))
+    assert torch.equal(audio, triergon.generate(tiny, seconds=seconds, seed=3, steps=STEPS))
+    assert not torch.equal(audio, triergon.generate(tiny, seconds=seconds, seed=4, steps=STEPS))
 
 
 def test_batch_items_are_seeded_variations(tiny):
-    batch = triergon.generate(tiny, seconds=1.0, seed=7, batch_size=3)
+    batch = triergon.generate(tiny, seconds=1.0, seed=7, batch_size=3, steps=STEPS)
     assert batch.shape == (3, 2, 44100)
     # item i equals a single generation with seed + i (up to batched-convolution rounding)
     for i in range(3):
-        torch.testing.assert_close(batch[i], triergon.generate(tiny, seconds=1.0, seed=7 + i)[0],
+        torch.testing.assert_close(batch[i], triergon.generate(tiny, seconds=1.0, seed=7 + i, steps=STEPS)[0],
                                    rtol=1e-5, atol=1e-6)
     assert not torch.allclose(batch[0], batch[1])
 
@@ -44,7 +46,8 @@ def test_generate_rejects_bad_requests(tiny):
 
 def test_cli_generate_writes_stereo_44k_wav(tmp_path, capsys):
     out = tmp_path / "clip.wav"
-    assert main(["generate", "--preset", "tiny", "--seconds", "2.37", "--seed", "1", "-q", "-o", str(out)]) == 0
+    assert main(["generate", "--preset", "tiny", "--seconds", "2.37", "--seed", "1", "--steps", "8", "-q",
+                 "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     audio = triergon.load_audio(out)
     assert audio.shape == (2, 104517)
@@ -53,7 +56,8 @@ def test_cli_generate_writes_stereo_44k_wav(tmp_path, capsys):
 
 def test_cli_generate_batch_and_flac(tmp_path):
     out = tmp_path / "var.flac"
-    assert main(["generate", "--seconds", "1", "--batch-size", "2", "--bits", "24", "-q", "-o", str(out)]) == 0
+    assert main(["generate", "--seconds", "1", "--batch-size", "2", "--bits", "24", "--steps", "8", "-q",
+                 "-o", str(out)]) == 0
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["var_0.flac", "var_1.flac"]
     assert triergon.load_audio(tmp_path / "var_1.flac").shape == (2, 44100)
@@ -73,8 +77,8 @@ def test_cli_generate_from_checkpoint(tmp_path):
     ckpt = triergon.save_checkpoint(model, tmp_path / "tiny.safetensors")
     out = tmp_path / "from_ckpt.wav"
     assert main(["generate", "--checkpoint", str(ckpt), "--seconds", "1.5", "--seed", "2", "-q",
-                 "--bits", "32", "-o", str(out)]) == 0
-    expected = triergon.generate(model, seconds=1.5, seed=2)[0]
+                 "--bits", "32", "--steps", "8", "-o", str(out)]) == 0
+    expected = triergon.generate(model, seconds=1.5, seed=2, steps=8)[0]
     torch.testing.assert_close(triergon.load_audio(out), expected, rtol=0, atol=1e-6)
 
 
@@ -91,3 +95,25 @@ def test_cli_generate_for_a_video(tmp_path, caplog):
     assert "missing.mp4" in caplog.text
     assert main(["generate", "--steps", "2", "-q", "-o", str(out)]) == 2
     assert "give `seconds`" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_cli_generate_muxes_into_a_copy_of_the_video(tmp_path, suffix):
+    import av
+    from _videos import write_video
+
+    from triergon.triergon_core.video import probe_video
+
+    video = write_video(tmp_path / "in.mp4", fps=25, num_frames=40, audio=True)
+    out = tmp_path / f"out{suffix}"
+    assert main(["generate", str(video), "--steps", "2", "-q", "-o", str(out)]) == 0
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        assert c.streams.audio[0].codec_context.sample_rate == 44100
+    info = probe_video(out)
+    assert info.has_audio and abs(info.duration - 1.6) < 1e-3
+
+
+def test_cli_video_output_needs_a_video(tmp_path, caplog):
+    assert main(["generate", "--seconds", "1", "--steps", "2", "-q", "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "give the input VIDEO" in caplog.text

@@ -25,7 +25,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .audio import load_audio, write_audio
     from .generate import generate
+    from .mux import MUX_FORMATS, mux_audio
 
+    muxing = Path(args.output).suffix.lower() in MUX_FORMATS
+    if muxing and not args.video:
+        raise ValueError(f"{args.output} is a video file: give the input VIDEO to put the audio into, "
+                         "or write a .wav / .flac")
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, preset=args.preset, device=args.device)
     else:
@@ -45,10 +50,14 @@ def _generate(args: argparse.Namespace) -> int:
                          sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
     out = Path(args.output)
     paths = [out] if len(audio) == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(len(audio))]
+    rate = model.config.sequence.sample_rate
     for path, clip in zip(paths, audio, strict=True):
-        write_audio(path, clip.cpu(), sample_rate=model.config.sequence.sample_rate, bits=args.bits)
-        print(f"wrote {path} ({clip.shape[-1]} samples, {clip.shape[0]} channels, "
-              f"{model.config.sequence.sample_rate} Hz)")
+        if muxing:
+            mux_audio(args.video, clip.cpu(), path, sample_rate=rate)
+            print(f"wrote {path} (the video with {clip.shape[-1] / rate:.3f} s of generated stereo audio)")
+        else:
+            write_audio(path, clip.cpu(), sample_rate=rate, bits=args.bits)
+            print(f"wrote {path} ({clip.shape[-1]} samples, {clip.shape[0]} channels, {rate} Hz)")
     return 0
 
 
@@ -101,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="output bit depth "
                      "(32 = float, WAV only)")
-    gen.add_argument("-o", "--output", required=True, help="output .wav or .flac; a batch writes NAME_i")
+    gen.add_argument("-o", "--output", required=True, help="output .wav / .flac, or .mp4 / .mkv / .mov: a copy of "
+                     "VIDEO with the generated audio (video stream copied); a batch writes NAME_i")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
 
