@@ -75,7 +75,7 @@ def test_default_settings_run(tiny):
 
 def test_missing_encoders_and_bad_lufs_are_clear_errors(tiny):
     big = triergon.build_model("triergon-s", device="meta")
-    with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind towers .*`encoders=`"):
+    with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind towers .*`--languagebind DIR`"):
         prepare_conditions(big, seconds=5.0, text="rain")
     with pytest.raises(ValueError, match=r"covers 1.66667 s .* but the audio is 2 s \(12 frames\)"):
         prepare_conditions(tiny, seconds=2.0, lufs=torch.full((2, 10), -20.0))

@@ -24,7 +24,9 @@ def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .audio import load_audio, write_audio
+    from .cache import EmbeddingCache
     from .generate import generate
+    from .languagebind import load_languagebind
     from .mux import MUX_FORMATS, mux_audio
 
     muxing = Path(args.output).suffix.lower() in MUX_FORMATS
@@ -43,9 +45,11 @@ def _generate(args: argparse.Namespace) -> int:
         lufs = LufsCurve.load(args.lufs)
     elif args.lufs_from:
         lufs = LufsCurve.measure(load_audio(args.lufs_from))
+    encoders = load_languagebind(args.languagebind, device=args.device) if args.languagebind else None
+    cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
     with tqdm(total=args.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
         audio = generate(model, seconds=args.seconds, video=args.video, text=args.text, audio=args.audio, lufs=lufs,
-                         lufs_fit=args.lufs_fit, seed=args.seed,
+                         lufs_fit=args.lufs_fit, encoders=encoders, cache=cache, seed=args.seed,
                          batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
                          sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
     out = Path(args.output)
@@ -96,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seconds", type=float, help="duration of the output in seconds (required without a video)")
     gen.add_argument("--text", help="text prompt (e_L)")
     gen.add_argument("--audio", metavar="FILE", help="reference audio file (e_A), any format ffmpeg reads")
+    gen.add_argument("--languagebind", metavar="DIR", help="folder with LanguageBind's towers (video/, audio/) for "
+                     "text, audio and video conditions (not needed for the tiny preset)")
+    gen.add_argument("--cache-dir", metavar="DIR", help="keep condition embeddings here and reuse them across runs")
     loud = gen.add_mutually_exclusive_group()
     loud.add_argument("--lufs", metavar="CURVE", help="loudness curve (.json/.csv, see `triergon lufs`)")
     loud.add_argument("--lufs-from", metavar="AUDIO", help="use the measured loudness curve of this audio file")

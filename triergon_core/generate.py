@@ -57,9 +57,9 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
     encoders = encoders if encoders is not None else build_encoders(model.config.conditioning)
     if requested and encoders is None:
         raise ValueError(
-            f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset "
-            f"{model.config.name!r}, and none are configured: pass `encoders=` (loading LanguageBind from a "
-            "local folder arrives with video support); the `tiny` preset carries its own random towers"
+            f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset {model.config.name!r}: "
+            "give their folder with `--languagebind DIR` (Python: `encoders=load_languagebind(DIR)`); "
+            "the `tiny` preset carries its own random towers"
         )
     if encoders is not None and cache is not None:
         encoders = CachedEncoders(encoders, identity=encoders.identity, cache=cache)

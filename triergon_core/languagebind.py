@@ -1,0 +1,381 @@
+"""LanguageBind condition encoders: e_L (text), e_A (reference audio) and e_V (video) from local checkpoints.
+
+`load_languagebind(folder)` returns `LanguageBindEncoders`, a `ConditionEncoders` for `prepare_conditions` /
+`generate` (`encoders=`). Each embedding is what LanguageBind's towers give: the pooled output, projected
+(`get_text_features` / `get_image_features`), L2-normalised, as `[B, 1, D]` float32 (D = 768 for the released
+checkpoints); preprocessing follows the package's processors (`languagebind_preprocess`).
+
+Folder layout (Hugging Face downloads, e.g. `huggingface-cli download LanguageBind/LanguageBind_Video_FT
+--local-dir <folder>/video`); nothing is ever fetched (`local_files_only=True`):
+
+    <folder>/video/  LanguageBind/LanguageBind_Video_FT: config.json, model.safetensors or pytorch_model.bin
+                     (or a sharded *.index.json), vocab.json + merges.txt (+ tokenizer_config.json,
+                     special_tokens_map.json). Gives e_V, and e_L (its text tower, see below).
+    <folder>/audio/  LanguageBind/LanguageBind_Audio_FT: config.json and the weights. Gives e_A.
+
+A sub-folder may also keep the repository's name (`LanguageBind_Video_FT`, `LanguageBind_Audio_FT`). Towers
+load on first use, so a folder with only `video/` serves text and video conditions.
+
+Text tower: every LanguageBind checkpoint carries a text tower and a modality tower trained against it.
+e_L comes from the video checkpoint's (`text_tower="video"`): Tri-Ergon pairs text with video, so e_L and
+e_V then share the space of one contrastive model, and text-only / video runs never load the audio weights.
+LanguageBind's own multi-modal wrapper treats the text towers as interchangeable (it keeps whichever
+checkpoint loaded last); `text_tower="audio"` takes the audio checkpoint's instead.
+
+The `languagebind` package (0.1.0) cannot be imported here: its `__init__` imports every processor, and those
+need torchvision, pytorchvideo (broken with current torchvision), OpenCV and decord. Only its model,
+configuration and tokenizer modules are used (they need torch, transformers and peft): they are imported as
+`_triergon_languagebind.*`, a private package whose search path is the installed package's folder and whose
+`__init__` is never run; the models' one absolute import (`languagebind._compat`) is pointed at the private
+copy only while they import. Nothing named `languagebind*` is left in `sys.modules`, so a later real
+`import languagebind` behaves as it would have without this module.
+
+Fixes for current transformers applied at load: the text / vision sub-configs get an attention
+implementation ("sdpa" by default; the configs carry none, which transformers 4.5x needs), and the audio
+tower's patch embedding runs LanguageBind's original forward (transformers' CLIPVisionEmbeddings now rejects
+the non-square 112 x 1036 filter-bank images that the audio tower's resized position grid is made for).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import json
+import logging
+import os
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .config import SAMPLE_RATE
+from .languagebind_preprocess import CONTEXT_LENGTH, frame_times, preprocess_audio, preprocess_video
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LanguageBindEncoders", "languagebind_classes", "load_languagebind"]
+
+_PRIVATE = "_triergon_languagebind"
+_IMPORT_LOCK = threading.Lock()
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# tower -> (model_type in config.json, accepted sub-folder names, Hugging Face repository)
+_TOWERS = {
+    "video": ("LanguageBindVideo", ("video", "LanguageBind_Video_FT"), "LanguageBind/LanguageBind_Video_FT"),
+    "audio": ("LanguageBindAudio", ("audio", "LanguageBind_Audio_FT"), "LanguageBind/LanguageBind_Audio_FT"),
+}
+
+
+# --- importing the package's model code without its __init__ -----------------------------------------------
+
+
+def languagebind_classes() -> types.SimpleNamespace:
+    """The `languagebind` package's classes, imported without running its `__init__` (see the module doc).
+
+    Returns a namespace with `LanguageBindVideo`, `LanguageBindVideoConfig`, `LanguageBindAudio`,
+    `LanguageBindAudioConfig`, `LanguageBindVideoTokenizer`, `LanguageBindAudioTokenizer` and
+    `legacy_patch_embedding_forward` (the package's own CLIPVisionEmbeddings.forward). Imported once.
+
+    Raises:
+        ImportError: the package is not installed, or its modules fail to import.
+    """
+    with _IMPORT_LOCK:
+        pkg = sys.modules.get(_PRIVATE)
+        if pkg is not None and hasattr(pkg, "classes"):
+            return pkg.classes
+        spec = importlib.machinery.PathFinder.find_spec("languagebind")  # finds, never executes, the package
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("LanguageBind's model code is missing: `pip install languagebind` (only its model, "
+                              "config and tokenizer modules are used, so its video extras are not needed)")
+        locations = list(spec.submodule_search_locations)
+        pkg = types.ModuleType(_PRIVATE, "private import of the `languagebind` package's model modules")
+        pkg.__path__ = locations
+        pkg.__spec__ = importlib.machinery.ModuleSpec(_PRIVATE, None, is_package=True)
+        pkg.__spec__.submodule_search_locations = locations
+        sys.modules[_PRIVATE] = pkg
+        alias = None
+        try:
+            if any((Path(loc) / "_compat.py").is_file() for loc in locations):
+                compat = importlib.import_module(f"{_PRIVATE}._compat")
+                if "languagebind._compat" not in sys.modules:
+                    alias = sys.modules["languagebind._compat"] = compat
+            mods = {name: importlib.import_module(f"{_PRIVATE}.{name}") for name in (
+                "video.modeling_video", "video.tokenization_video", "audio.modeling_audio",
+                "audio.tokenization_audio")}
+        except Exception as err:
+            for name in [n for n in sys.modules if n == _PRIVATE or n.startswith(_PRIVATE + ".")]:
+                del sys.modules[name]
+            raise ImportError(f"cannot import LanguageBind's model modules from {locations[0]}: {err}") from err
+        finally:
+            if alias is not None and sys.modules.get("languagebind._compat") is alias:
+                del sys.modules["languagebind._compat"]
+        video, audio = mods["video.modeling_video"], mods["audio.modeling_audio"]
+        pkg.classes = types.SimpleNamespace(
+            LanguageBindVideo=video.LanguageBindVideo, LanguageBindVideoConfig=video.LanguageBindVideoConfig,
+            LanguageBindAudio=audio.LanguageBindAudio, LanguageBindAudioConfig=audio.LanguageBindAudioConfig,
+            LanguageBindVideoTokenizer=mods["video.tokenization_video"].LanguageBindVideoTokenizer,
+            LanguageBindAudioTokenizer=mods["audio.tokenization_audio"].LanguageBindAudioTokenizer,
+            legacy_patch_embedding_forward=video.CLIPVisionEmbeddings.forward,
+        )
+        return pkg.classes
+
+
+# --- towers -------------------------------------------------------------------------------------------------
+
+
+def _tower_dir(root: Path, kind: str) -> Path:
+    """The first existing accepted sub-folder of `root` for tower `kind` (else the canonical one)."""
+    names = _TOWERS[kind][1]
+    return next((root / n for n in names if (root / n).is_dir()), root / names[0])
+
+
+def _check_tower_files(path: Path, kind: str, *, text: bool) -> dict:
+    """Validate a tower folder; return its config.json. Errors name the tower, its use and the path."""
+    model_type, _, repo = _TOWERS[kind]
+    use = {"video": "video conditions (e_V)", "audio": "reference-audio conditions (e_A)"}[kind]
+    use += " and text conditions (e_L)" if text else ""
+    hint = f"download {repo} there, e.g. `huggingface-cli download {repo} --local-dir {path}`"
+    if not path.is_dir():
+        raise FileNotFoundError(f"LanguageBind {kind} tower not found: no folder {path} (needed for {use}); {hint}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no config.json (needed for {use}); {hint}")
+    config = json.loads(config_file.read_text())
+    if config.get("model_type") != model_type:
+        raise ValueError(f"{config_file} is a {config.get('model_type')!r} model, not {model_type!r}: the {kind} "
+                         f"tower folder must hold {repo}")
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no weights (one of {', '.join(_WEIGHT_FILES)}"
+                                f"; needed for {use}); {hint}")
+    missing = [f for f in _TOKENIZER_FILES if not (path / f).is_file()] if text else []
+    if missing:
+        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no tokenizer files ({', '.join(missing)}; "
+                                f"needed for {use}); {hint}")
+    return config
+
+
+class _Tower:
+    """One loaded checkpoint: the model (eval, no grad) and, for the text tower, its tokenizer."""
+
+    def __init__(self, path: Path, kind: str, *, text: bool, device: torch.device, dtype: torch.dtype,
+                 attn_implementation: str) -> None:
+        config = _check_tower_files(path, kind, text=text)
+        classes = languagebind_classes()
+        cls = classes.LanguageBindVideo if kind == "video" else classes.LanguageBindAudio
+        with torch.inference_mode(False):  # lazily loaded inside inference_mode: keep ordinary parameters
+            model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
+            params = dict(model.named_parameters())
+            missing = [k for k in info.get("missing_keys", ()) if k in params]
+            if missing:
+                raise ValueError(f"the LanguageBind {kind} checkpoint at {path} lacks {len(missing)} weights of "
+                                 f"its config's model (e.g. {missing[:3]}); is it {_TOWERS[kind][2]}?")
+            for sub in (model.config.text_config, model.config.vision_config):
+                sub._attn_implementation = attn_implementation
+            if not hasattr(model.vision_model, "embeddings"):  # the video code builds none without time attention
+                raise ValueError(f"{path / 'config.json'} has add_time_attn false: not a LanguageBind video tower "
+                                 f"({_TOWERS[kind][2]} expected)")
+            if kind == "audio":  # non-square filter-bank input: LanguageBind's own patch-embedding forward
+                emb = model.vision_model.embeddings
+                emb.forward = types.MethodType(classes.legacy_patch_embedding_forward, emb)
+            if not text:  # e_L comes from the other checkpoint: free this text tower
+                model.text_model = model.text_projection = None
+            self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.vision_config = model.config.vision_config
+        self.projection_dim = int(config.get("projection_dim", model.config.projection_dim))
+        self.tokenizer = None
+        if text:
+            tok_cls = classes.LanguageBindVideoTokenizer if kind == "video" else classes.LanguageBindAudioTokenizer
+            self.tokenizer = tok_cls.from_pretrained(path, local_files_only=True)
+        logger.info("loaded the LanguageBind %s tower from %s", kind, path)
+
+    def cast(self, x: torch.Tensor) -> torch.Tensor:
+        p = next(self.model.parameters())
+        return x.to(device=p.device, dtype=p.dtype)
+
+
+def _embed(features: torch.Tensor) -> torch.Tensor:
+    """Projected pooled features [B, D] -> unit-norm float32 [B, 1, D]."""
+    return F.normalize(features.float(), dim=-1)[:, None, :]
+
+
+class LanguageBindEncoders:
+    """LanguageBind's text, audio and video towers as `ConditionEncoders` (each tower loads on first use).
+
+    Args:
+        video_dir: the LanguageBind_Video_FT folder (video and, by default, text); None: no video/text.
+        audio_dir: the LanguageBind_Audio_FT folder; None: no audio.
+        device, dtype: where and in which dtype the towers run (default: CPU, float32). Outputs are float32.
+        text_tower: "video" (default) or "audio": whose checkpoint's text tower gives e_L.
+        attn_implementation: "sdpa" (default) or "eager" (the original's arithmetic; same results within
+            float rounding).
+    """
+
+    def __init__(self, *, video_dir: str | os.PathLike | None, audio_dir: str | os.PathLike | None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                 text_tower: Literal["video", "audio"] = "video", attn_implementation: str = "sdpa") -> None:
+        if text_tower not in ("video", "audio"):
+            raise ValueError(f"text_tower must be 'video' or 'audio', got {text_tower!r}")
+        if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16 (the package's masks overflow in others), "
+                             f"got {dtype}")
+        if attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+        self.dirs = {"video": None if video_dir is None else Path(video_dir),
+                     "audio": None if audio_dir is None else Path(audio_dir)}
+        self.device, self.dtype = torch.device(device), dtype or torch.float32
+        self.text_tower, self.attn_implementation = text_tower, attn_implementation
+        self._towers: dict[str, _Tower] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        dirs = ", ".join(f"{k}={str(v) if v else None!r}" for k, v in self.dirs.items())
+        return (f"LanguageBindEncoders({dirs}, text_tower={self.text_tower!r}, device={self.device}, "
+                f"loaded={sorted(self._towers)})")
+
+    def _tower(self, kind: str) -> _Tower:
+        with self._lock:
+            if kind not in self._towers:
+                path = self.dirs[kind]
+                if path is None:
+                    raise FileNotFoundError(f"no LanguageBind {kind} tower was given (pass {kind}_dir=, or a folder "
+                                            f"with a {kind}/ sub-folder to load_languagebind)")
+                self._towers[kind] = _Tower(path, kind, text=kind == self.text_tower, device=self.device,
+                                            dtype=self.dtype, attn_implementation=self.attn_implementation)
+            return self._towers[kind]
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The towers loaded so far ("video", "audio")."""
+        return tuple(sorted(self._towers))
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the projection size (768 for the released checkpoints), from the text tower's config.json; a
+        model's `conditioning.embed_dim` must equal it."""
+        kind = self.text_tower
+        if kind in self._towers:
+            return self._towers[kind].projection_dim
+        path = self.dirs[kind]
+        if path is None:
+            raise FileNotFoundError(f"no LanguageBind {kind} tower was given to read the embedding size from")
+        return int(_check_tower_files(path, kind, text=False)["projection_dim"])
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Prompts -> `input_ids` / `attention_mask` [B, 77], as the processors' text path (CLIP BPE, lower-cased,
+        <|startoftext|> ... <|endoftext|>, truncated to 77 tokens, padded with <|endoftext|>)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"encode_text needs a non-empty list of strings, got {texts!r}")
+        tokenizer = self._tower(self.text_tower).tokenizer
+        enc = tokenizer(texts, max_length=CONTEXT_LENGTH, padding="max_length", truncation=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> e_L `[B, 1, D]` (`tokenize`, then the text tower, EOT-pooled and projected)."""
+        enc = self.tokenize(texts)
+        tower = self._tower(self.text_tower)
+        device = next(tower.model.parameters()).device
+        feats = tower.model.get_text_features(input_ids=enc["input_ids"].to(device),
+                                              attention_mask=enc["attention_mask"].to(device))
+        return _embed(feats)
+
+    @torch.inference_mode()
+    def encode_audio(self, audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """Reference audio `[B, channels, samples]` (44.1 kHz by default) -> e_A `[B, 1, D]`.
+
+        As LanguageBind's processor: resampled to 16 kHz, mean removed, filter bank of the FIRST channel (left),
+        tiled or cut into 3 chunks of `target_length` frames (see `languagebind_preprocess`)."""
+        if audio.dim() != 3 or audio.shape[0] < 1 or audio.shape[1] < 1:
+            raise ValueError(f"expected audio [batch, channels, samples], got shape {tuple(audio.shape)}")
+        tower = self._tower("audio")
+        cfg = tower.vision_config
+        pixels = torch.stack([
+            preprocess_audio(wave, sample_rate, target_rate=int(cfg.audio_sample_rate),
+                             num_mel_bins=int(cfg.num_mel_bins), target_length=int(cfg.target_length),
+                             audio_mean=float(cfg.audio_mean), audio_std=float(cfg.audio_std)) for wave in audio])
+        return _embed(tower.model.get_image_features(pixel_values=tower.cast(pixels)))
+
+    def encode_audio_file(self, path: str | os.PathLike) -> torch.Tensor:
+        """e_A `[1, 1, D]` of an audio (or video) file, decoded and resampled straight to the tower's rate (16 kHz),
+        as LanguageBind's processor does with the file (mono and stereo files give its exact input)."""
+        from .audio import load_audio
+
+        rate = int(self._tower("audio").vision_config.audio_sample_rate)
+        return self.encode_audio(load_audio(path, target_rate=rate)[None], sample_rate=rate)
+
+    @torch.inference_mode()
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video frames `[B, T, H, W, 3]` (float in [0, 1], or uint8) -> e_V `[B, 1, D]`.
+
+        As LanguageBind's processor: frames `linspace(0, T - 1, 8)` (truncated), normalised, short side scaled
+        to 224, centre crop 224 (the processor's random horizontal flip is left out)."""
+        if frames.dim() != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"expected video frames [B, T, H, W, 3], got shape {tuple(frames.shape)}")
+        tower = self._tower("video")
+        cfg = tower.vision_config
+        pixels = torch.stack([preprocess_video(clip, num_frames=int(cfg.num_frames), size=int(cfg.image_size))
+                              for clip in frames])  # [B, 3, T, S, S]
+        return _embed(tower.model.get_image_features(pixel_values=tower.cast(pixels)))
+
+    def read_video_frames(self, path: str | os.PathLike, *, start: float = 0.0, end: float | None = None,
+                          sampling: Literal["languagebind", "centres"] = "languagebind"):
+        """The `num_frames` (8) frames `encode_video_file` uses, read with our by-time reader (`video.py`).
+
+        sampling: "languagebind" (default): the frames LanguageBind's decord loader takes, i.e. frame indices
+            linspace(0, n - 1, 8) of the n frames in [start, end], first and last included (`frame_times`);
+            "centres": the instants at the centres of 8 equal segments (`read_frames(num_frames=8)`).
+        Frames come at full size (the resize is LanguageBind's own bilinear, done by `encode_video`).
+        Returns a `VideoFrames` (uint8 frames [8, H, W, 3], requested instants, source timestamps).
+        """
+        from .video import probe_video, read_frames
+
+        n = int(self._tower("video").vision_config.num_frames)
+        info = probe_video(path)
+        count = info.num_frames or (round(info.duration * info.fps) if info.fps > 0 else 0)
+        if sampling == "centres" or count < 1:
+            return read_frames(path, num_frames=n, start=start, end=end)
+        if sampling != "languagebind":
+            raise ValueError(f"sampling must be 'languagebind' or 'centres', got {sampling!r}")
+        return read_frames(path, times=frame_times(info.duration, count, n, start=start, end=end))
+
+    def encode_video_file(self, path: str | os.PathLike, *, start: float = 0.0, end: float | None = None,
+                          sampling: Literal["languagebind", "centres"] = "languagebind") -> torch.Tensor:
+        """e_V `[1, 1, D]` of a video file: `read_video_frames` (decoded with PyAV, never decord / OpenCV),
+        then `encode_video`. `start` / `end` (seconds) restrict it to a clip."""
+        frames = self.read_video_frames(path, start=start, end=end, sampling=sampling).frames
+        return self.encode_video(frames[None])
+
+
+def load_languagebind(folder: str | os.PathLike, *, device: torch.device | str = "cpu",
+                      dtype: torch.dtype | None = None, text_tower: Literal["video", "audio"] = "video",
+                      attn_implementation: str = "sdpa") -> LanguageBindEncoders:
+    """LanguageBind encoders from `folder` (layout in the module doc: `video/`, `audio/`); nothing is fetched.
+
+    Towers load lazily: a missing `audio/` only matters once reference audio is encoded, and then the error
+    names the tower and the path it was looked for at.
+
+    Args:
+        folder: the folder holding the towers' sub-folders.
+        device, dtype: where / in which dtype the towers run (default CPU, float32).
+        text_tower: whose text tower gives e_L: "video" (default) or "audio".
+        attn_implementation: "sdpa" (default) or "eager".
+
+    Raises:
+        FileNotFoundError: `folder` does not exist or holds neither tower.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"LanguageBind folder not found: {root} (it should hold video/ = "
+                                f"{_TOWERS['video'][2]} and audio/ = {_TOWERS['audio'][2]})")
+    dirs = {kind: _tower_dir(root, kind) for kind in _TOWERS}
+    if not any(d.is_dir() for d in dirs.values()):
+        raise FileNotFoundError(f"{root} holds no LanguageBind tower: expected {dirs['video']} "
+                                f"({_TOWERS['video'][2]}) and/or {dirs['audio']} ({_TOWERS['audio'][2]})")
+    return LanguageBindEncoders(video_dir=dirs["video"], audio_dir=dirs["audio"], device=device, dtype=dtype,
+                                text_tower=text_tower, attn_implementation=attn_implementation)
