@@ -37,14 +37,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
+_IMPORT_ERROR: list[str | None] = []  # filled on first use (a plain cache: Dynamo traces through it)
+
+
 def _triton_import_error() -> str | None:
-    try:
-        import triton
-        import triton.language  # noqa: F401
-    except Exception as e:  # ImportError, or a broken install raising at import
-        return f"Triton does not import ({type(e).__name__}: {e})"
-    return None
+    if not _IMPORT_ERROR:
+        try:
+            import triton
+            import triton.language  # noqa: F401
+        except Exception as e:  # ImportError, or a broken install raising at import
+            _IMPORT_ERROR.append(f"Triton does not import ({type(e).__name__}: {e})")
+        else:
+            _IMPORT_ERROR.append(None)
+    return _IMPORT_ERROR[0]
 
 
 def triton_unavailable_reason(x: torch.Tensor) -> str | None:
@@ -77,5 +82,6 @@ def use_triton(op: str, x: torch.Tensor) -> bool:
         return True
     if backend == "triton":
         raise KernelBackendError(f"{ENV}=triton, but {op} cannot use Triton: {reason}")
-    _log_fallback(op, reason)
+    if not torch.compiler.is_compiling():  # Dynamo cannot trace logging under fullgraph=True
+        _log_fallback(op, reason)
     return False

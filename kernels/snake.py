@@ -32,7 +32,7 @@ import functools
 
 import torch
 
-from .backend import interpreting, requested_backend, triton_unavailable_reason, use_triton
+from .backend import interpreting, use_triton
 
 SNAKE_EPS = 1e-9
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -58,26 +58,20 @@ def snake_beta_reference(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: tor
 def snake_beta(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
     """SnakeBeta through the backend chosen by `TRIERGON_KERNELS`: the fused Triton kernel or the reference.
 
-    float64 inputs always take the reference (the kernel computes in fp32).
+    float64 inputs always take the reference (the kernel computes in fp32). The kernel returns x's dtype,
+    where the reference follows type promotion (bf16 x with fp32 parameters gives fp32 there); under autocast
+    the next convolution casts to bf16 either way, and writing bf16 halves the output's bytes.
 
     Args:
         x: input, [batch, channels, time], float32, float16 or bfloat16 for the kernel.
         log_alpha: log of the frequency, [channels].
         log_beta: log of the magnitude, [channels].
     """
-    if x.dtype not in KERNEL_DTYPES or not _use_triton(x):
+    if x.dtype not in KERNEL_DTYPES or not use_triton("snake_beta", x):
         return snake_beta_reference(x, log_alpha, log_beta)
     if torch.compiler.is_compiling():
         return torch.ops.triergon.snake_beta(x, log_alpha, log_beta)
     return _SnakeBeta.apply(x, log_alpha, log_beta)
-
-
-def _use_triton(x: torch.Tensor) -> bool:
-    if torch.compiler.is_compiling() and requested_backend() == "auto":
-        # The same decision without use_triton's fallback log line, which Dynamo cannot trace under
-        # fullgraph=True (eager calls log it).
-        return triton_unavailable_reason(x) is None
-    return use_triton("snake_beta", x)
 
 
 def _check(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> None:
@@ -111,7 +105,7 @@ def _kernel(interpret: bool):
         channel = row % C
         alpha = tl.exp(tl.load(log_alpha_ptr + channel).to(tl.float32))
         beta = tl.exp(tl.load(log_beta_ptr + channel).to(tl.float32))
-        inv_beta = 1.0 / (beta + 1e-9)
+        inv_beta = 1.0 / (beta + 1e-9)  # SNAKE_EPS
         base = row.to(tl.int64) * T
         # Both loads are issued before any arithmetic, so that they are in flight together. Masked lanes
         # load dy = 0 and add nothing to the partial sums.
@@ -180,11 +174,11 @@ def _launch(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor, dy
         return out, torch.zeros((2, channels), dtype=log_alpha.dtype, device=x.device) if backward else None
     block, warps, n_tiles = _launch_config(T)
     n_programs = batch * channels * n_tiles
-    partial = torch.empty((2, batch, channels, n_tiles) if backward else (0,), dtype=torch.float32,
-                          device=x.device)
+    # The forward reads neither dy nor the partial sums: `out` stands in for both pointers.
+    partial = torch.empty((2, batch, channels, n_tiles), dtype=torch.float32, device=x.device) if backward else out
     interpret = interpreting()
     _kernel(interpret)[(n_programs,)](
-        x, log_alpha, log_beta, out, dy if backward else x, partial, channels, T, n_tiles, n_programs,
+        x, log_alpha, log_beta, out, dy if backward else out, partial, channels, T, n_tiles, n_programs,
         BLOCK_T=block, EVEN_T=T % block == 0, APPROX=x.dtype in (torch.float16, torch.bfloat16), BACKWARD=backward,
         INTERPRET=interpret, num_warps=warps,
     )
