@@ -10,15 +10,15 @@ from _videos import write_video
 
 import triergon
 from triergon.triergon_core.cache import CachedEncoders, EmbeddingCache, tensor_digest
-from triergon.triergon_core.encoders import TinyEncoders
+from triergon.triergon_core.languagebind import TINY_SEED, LanguageBindEncoders
 from triergon.triergon_core.presets import get_preset
 
 
 class CountingEncoders:
-    """TinyEncoders that count how often each modality is really encoded."""
+    """The tiny preset's LanguageBind towers, counting how often each modality is really encoded."""
 
-    def __init__(self, seed: int = 1234):
-        self.inner = TinyEncoders(config=get_preset("tiny").conditioning, seed=seed)
+    def __init__(self, seed: int = TINY_SEED):
+        self.inner = LanguageBindEncoders.tiny_random(embed_dim=get_preset("tiny").conditioning.embed_dim, seed=seed)
         self.identity = self.inner.identity
         self.calls = {"text": 0, "audio": 0, "video": 0, "video-file": 0}
 

@@ -479,6 +479,27 @@ def test_plugs_into_prepare_conditions(enc, clips):
     assert torch.isfinite(context).all() and torch.isfinite(global_cond).all()
 
 
+def test_identity_names_folders_text_tower_and_dtype(root, enc, tmp_path):
+    """`identity` keys the embedding cache: the folders (path and files), the text tower and the dtype."""
+    from triergon.triergon_core.cache import EmbeddingCache
+
+    assert enc.identity == load_languagebind(root).identity and enc.identity.startswith("languagebind:")
+    assert f"video={(root / 'video').resolve()}@" in enc.identity
+    others = [load_languagebind(root, text_tower="audio").identity,
+              load_languagebind(root, dtype=torch.bfloat16).identity,
+              LanguageBindEncoders(video_dir=root / "video", audio_dir=None).identity]
+    shutil.copytree(root, tmp_path / "copy")
+    others.append(load_languagebind(tmp_path / "copy").identity)
+    (tmp_path / "copy" / "video" / "config.json").write_text((root / "video" / "config.json").read_text() + "\n")
+    others.append(load_languagebind(tmp_path / "copy").identity)
+    assert len({enc.identity, *others}) == 1 + len(others)
+    model = triergon.build_model("tiny", seed=0).requires_grad_(False)
+    cache = EmbeddingCache()
+    first = prepare_conditions(model, seconds=1.0, text="rain", encoders=enc, cache=cache)
+    again = prepare_conditions(model, seconds=1.0, text="rain", encoders=enc, cache=cache)
+    assert cache.hits == 1 and torch.equal(first.text, again.text)
+
+
 def test_cli_generate_with_languagebind_folder(root, tmp_path, caplog):
     import logging
 
@@ -489,8 +510,9 @@ def test_cli_generate_with_languagebind_folder(root, tmp_path, caplog):
     handlers, level = list(log.handlers), log.level
     try:
         assert main(["generate", "--seconds", "1", "--text", "rain", "--languagebind", str(root), "--steps", "2",
-                     "-q", "-o", str(out)]) == 0
+                     "--cache-dir", str(tmp_path / "cache"), "-q", "-o", str(out)]) == 0
         assert triergon.load_audio(out).shape == (2, 44100)
+        assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1  # e_L, keyed by the folder's identity
         missing = tmp_path / "no-lb"
         assert main(["generate", "--seconds", "1", "--text", "rain", "--languagebind", str(missing), "--steps", "2",
                      "-q", "-o", str(out)]) == 2

@@ -80,7 +80,7 @@ class ConditioningConfig:
 
     `tokens_per_embedding` is M: e_task, e_L, e_A and e_V are each M x `embed_dim`, E_L and E_T are 2M each.
     `encoder` names the condition encoders: "languagebind" (towers from a local folder) or "tiny-random"
-    (the tiny preset's built-in random towers).
+    (LanguageBind's towers at tiny size with seeded random weights, built in memory: the tiny preset's).
     """
 
     embed_dim: int = 768

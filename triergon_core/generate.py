@@ -54,7 +54,8 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
     seq = model.config.sequence
     seq.check_seconds(seconds)
     requested = [name for name, value in (("text", text), ("audio", audio), ("video", video)) if value is not None]
-    encoders = encoders if encoders is not None else build_encoders(model.config.conditioning)
+    if encoders is None and requested:  # building the preset's towers costs an import: only when needed
+        encoders = build_encoders(model.config.conditioning)
     if requested and encoders is None:
         raise ValueError(
             f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset {model.config.name!r}: "

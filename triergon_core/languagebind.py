@@ -22,6 +22,10 @@ e_V then share the space of one contrastive model, and text-only / video runs ne
 LanguageBind's own multi-modal wrapper treats the text towers as interchangeable (it keeps whichever
 checkpoint loaded last); `text_tower="audio"` takes the audio checkpoint's instead.
 
+Tiny random towers: `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds the same classes at tiny
+sizes (`TINY_CONFIGS`) with seeded random weights and a byte-level tokenizer, in memory: the `tiny` preset's
+encoders (`encoders.build_encoders`), so every conditioning path runs without any download.
+
 The `languagebind` package (0.1.0) cannot be imported here: its `__init__` imports every processor, and those
 need torchvision, pytorchvideo (broken with current torchvision), OpenCV and decord. Only its model,
 configuration and tokenizer modules are used (they need torch, transformers and peft): they are imported as
@@ -38,12 +42,14 @@ the non-square 112 x 1036 filter-bank images that the audio tower's resized posi
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import types
 from pathlib import Path
@@ -53,11 +59,19 @@ import torch
 import torch.nn.functional as F
 
 from .config import SAMPLE_RATE
-from .languagebind_preprocess import CONTEXT_LENGTH, frame_times, preprocess_audio, preprocess_video
+from .languagebind_preprocess import (
+    AUDIO_MEAN,
+    AUDIO_SAMPLE_RATE,
+    AUDIO_STD,
+    CONTEXT_LENGTH,
+    frame_times,
+    preprocess_audio,
+    preprocess_video,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LanguageBindEncoders", "languagebind_classes", "load_languagebind"]
+__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "languagebind_classes", "load_languagebind"]
 
 _PRIVATE = "_triergon_languagebind"
 _IMPORT_LOCK = threading.Lock()
@@ -69,6 +83,22 @@ _TOWERS = {
     "video": ("LanguageBindVideo", ("video", "LanguageBind_Video_FT"), "LanguageBind/LanguageBind_Video_FT"),
     "audio": ("LanguageBindAudio", ("audio", "LanguageBind_Audio_FT"), "LanguageBind/LanguageBind_Audio_FT"),
 }
+
+# `LanguageBindEncoders.tiny_random`: the package's config values at tiny sizes (the released towers: width 768
+# or 1024, 12 or 24 layers, 224 x 224 frames in 14 x 14 patches, 112 mel bins x 1036 frames). LoRA off, as in
+# the fully fine-tuned (_FT) checkpoints; the audio normalisation constants are Audio_FT's.
+TINY_SEED = 1234
+_TINY_WIDTH = {"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY_CONFIGS = {
+    "text": {**_TINY_WIDTH, "max_position_embeddings": CONTEXT_LENGTH},
+    "video": {**_TINY_WIDTH, "image_size": 32, "patch_size": 8, "add_time_attn": True, "num_frames": 8,
+              "lora_r": 0},
+    "audio": {**_TINY_WIDTH, "image_size": 32, "patch_size": 8, "num_frames": 1, "lora_r": 0, "num_mel_bins": 32,
+              "target_length": 128, "audio_sample_rate": AUDIO_SAMPLE_RATE, "audio_mean": AUDIO_MEAN,
+              "audio_std": AUDIO_STD},
+}
+_TINY_CACHE: dict[tuple[int, int], LanguageBindEncoders] = {}
+_TINY_LOCK = threading.Lock()
 
 
 # --- importing the package's model code without its __init__ -----------------------------------------------
@@ -160,42 +190,93 @@ def _check_tower_files(path: Path, kind: str, *, text: bool) -> dict:
 
 
 class _Tower:
-    """One loaded checkpoint: the model (eval, no grad) and, for the text tower, its tokenizer."""
+    """A LanguageBind model ready to encode (eval, no grad, fixed for current transformers, on `device` in `dtype`)
+    and, for the text tower, its tokenizer (`tokenizer=None`: the model's text tower is freed)."""
 
-    def __init__(self, path: Path, kind: str, *, text: bool, device: torch.device, dtype: torch.dtype,
+    def __init__(self, model, kind: str, *, tokenizer, device: torch.device, dtype: torch.dtype,
                  attn_implementation: str) -> None:
-        config = _check_tower_files(path, kind, text=text)
-        classes = languagebind_classes()
-        cls = classes.LanguageBindVideo if kind == "video" else classes.LanguageBindAudio
-        with torch.inference_mode(False):  # lazily loaded inside inference_mode: keep ordinary parameters
-            model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
-            params = dict(model.named_parameters())
-            missing = [k for k in info.get("missing_keys", ()) if k in params]
-            if missing:
-                raise ValueError(f"the LanguageBind {kind} checkpoint at {path} lacks {len(missing)} weights of "
-                                 f"its config's model (e.g. {missing[:3]}); is it {_TOWERS[kind][2]}?")
+        with torch.inference_mode(False):  # built inside inference_mode (lazily): keep ordinary parameters
             for sub in (model.config.text_config, model.config.vision_config):
                 sub._attn_implementation = attn_implementation
-            if not hasattr(model.vision_model, "embeddings"):  # the video code builds none without time attention
-                raise ValueError(f"{path / 'config.json'} has add_time_attn false: not a LanguageBind video tower "
-                                 f"({_TOWERS[kind][2]} expected)")
             if kind == "audio":  # non-square filter-bank input: LanguageBind's own patch-embedding forward
                 emb = model.vision_model.embeddings
-                emb.forward = types.MethodType(classes.legacy_patch_embedding_forward, emb)
-            if not text:  # e_L comes from the other checkpoint: free this text tower
+                emb.forward = types.MethodType(languagebind_classes().legacy_patch_embedding_forward, emb)
+            if tokenizer is None:  # e_L comes from the other checkpoint: free this text tower
                 model.text_model = model.text_projection = None
             self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
         self.vision_config = model.config.vision_config
-        self.projection_dim = int(config.get("projection_dim", model.config.projection_dim))
-        self.tokenizer = None
-        if text:
-            tok_cls = classes.LanguageBindVideoTokenizer if kind == "video" else classes.LanguageBindAudioTokenizer
-            self.tokenizer = tok_cls.from_pretrained(path, local_files_only=True)
-        logger.info("loaded the LanguageBind %s tower from %s", kind, path)
+        self.projection_dim = int(model.config.projection_dim)
 
     def cast(self, x: torch.Tensor) -> torch.Tensor:
         p = next(self.model.parameters())
         return x.to(device=p.device, dtype=p.dtype)
+
+
+def _load_tower(path: Path, kind: str, *, text: bool, device: torch.device, dtype: torch.dtype,
+                attn_implementation: str) -> _Tower:
+    """One checkpoint from its folder (validated first; see `_check_tower_files`)."""
+    _check_tower_files(path, kind, text=text)
+    classes = languagebind_classes()
+    cls = classes.LanguageBindVideo if kind == "video" else classes.LanguageBindAudio
+    with torch.inference_mode(False):
+        model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    params = dict(model.named_parameters())
+    missing = [k for k in info.get("missing_keys", ()) if k in params]
+    if missing:
+        raise ValueError(f"the LanguageBind {kind} checkpoint at {path} lacks {len(missing)} weights of "
+                         f"its config's model (e.g. {missing[:3]}); is it {_TOWERS[kind][2]}?")
+    if not hasattr(model.vision_model, "embeddings"):  # the video code builds none without time attention
+        raise ValueError(f"{path / 'config.json'} has add_time_attn false: not a LanguageBind video tower "
+                         f"({_TOWERS[kind][2]} expected)")
+    tokenizer = None
+    if text:
+        tok_cls = classes.LanguageBindVideoTokenizer if kind == "video" else classes.LanguageBindAudioTokenizer
+        tokenizer = tok_cls.from_pretrained(path, local_files_only=True)
+    tower = _Tower(model, kind, tokenizer=tokenizer, device=device, dtype=dtype,
+                   attn_implementation=attn_implementation)
+    logger.info("loaded the LanguageBind %s tower from %s", kind, path)
+    return tower
+
+
+def _folder_signature(path: Path | None) -> str:
+    """Names a tower folder's contents cheaply, for `LanguageBindEncoders.identity`: its resolved path and each
+    file's name, size and modification time (a re-download or an edited config gives another signature)."""
+    if path is None:
+        return "none"
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+    else:
+        h.update(b"missing")
+    return f"{path.resolve()}@{h.hexdigest()[:16]}"
+
+
+def _tiny_tokenizer(cls):
+    """The package's CLIP BPE tokenizer class on a byte-level vocabulary (each byte alone and word-final, then
+    <|startoftext|> and <|endoftext|>, the largest id, as CLIP's EOT pooling needs) and no merges. The class
+    reads only files: they exist in a temporary folder just while it is constructed."""
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory(prefix="triergon-tiny-tokenizer-") as folder:
+        vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
+        vocab_file.write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n", encoding="utf-8")
+        return cls(str(vocab_file), str(merges_file))
+
+
+def _tiny_spec() -> str:
+    """`TINY_CONFIGS` in short: layers x width per tower, frames x size / patch, mel bins x frames / patch."""
+    t, v, a = TINY_CONFIGS["text"], TINY_CONFIGS["video"], TINY_CONFIGS["audio"]
+    return (f"text={t['num_hidden_layers']}x{t['hidden_size']},"
+            f"video={v['num_hidden_layers']}x{v['hidden_size']}:{v['num_frames']}x{v['image_size']}/{v['patch_size']},"
+            f"audio={a['num_hidden_layers']}x{a['hidden_size']}:{a['num_mel_bins']}x{a['target_length']}/"
+            f"{a['patch_size']}")
 
 
 def _embed(features: torch.Tensor) -> torch.Tensor:
@@ -231,8 +312,70 @@ class LanguageBindEncoders:
         self.text_tower, self.attn_implementation = text_tower, attn_implementation
         self._towers: dict[str, _Tower] = {}
         self._lock = threading.RLock()
+        self._tiny: str | None = None  # set by `tiny_random`: its identity
+
+    @classmethod
+    def tiny_random(cls, *, embed_dim: int, seed: int = TINY_SEED) -> LanguageBindEncoders:
+        """LanguageBind's video (with its text) and audio towers at tiny size, with seeded random weights: the
+        `tiny` preset's encoders. Built in memory (nothing is downloaded or kept on disk; the tokenizer's class
+        reads its vocabulary from files, which live in a temporary folder while it is constructed), once per
+        process for each (`embed_dim`, `seed`), and shared; CPU, float32, sdpa attention.
+
+        The models are the package's own classes (`LanguageBindVideo`, `LanguageBindAudio`) from its config
+        classes at the sizes of `TINY_CONFIGS` (2 layers of width 32 with 2 heads in every tower; video: 8
+        frames of 32 x 32 in 8 x 8 patches, with time attention; audio: 32 mel bins x 128 frames), projected to
+        `embed_dim`; the tokenizer is the package's CLIP BPE tokenizer on a byte-level vocabulary without merges
+        (one token per character, so a prompt keeps its first 75 or so non-space characters). Preprocessing is
+        LanguageBind's at these sizes. Same seed, same weights in every process (`identity` names them: the
+        seed, the sizes and a digest of the weights). The embeddings carry no meaning.
+        """
+        key = (int(embed_dim), int(seed))
+        with _TINY_LOCK:
+            if key not in _TINY_CACHE:
+                _TINY_CACHE[key] = cls._build_tiny(*key)
+            return _TINY_CACHE[key]
+
+    @classmethod
+    def _build_tiny(cls, embed_dim: int, seed: int) -> LanguageBindEncoders:
+        """A new `tiny_random` instance (uncached); the global random state is left as it was."""
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+        lb = languagebind_classes()
+        enc = cls(video_dir=None, audio_dir=None)
+        tokenizer = _tiny_tokenizer(lb.LanguageBindVideoTokenizer)
+        text = {**TINY_CONFIGS["text"], "vocab_size": len(tokenizer), "projection_dim": embed_dim,
+                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id}
+        digest = hashlib.sha256()
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
+            torch.manual_seed(seed)
+            for kind, config_cls, model_cls in (("video", lb.LanguageBindVideoConfig, lb.LanguageBindVideo),
+                                                ("audio", lb.LanguageBindAudioConfig, lb.LanguageBindAudio)):
+                vision = {**TINY_CONFIGS[kind], "projection_dim": embed_dim}
+                model = model_cls(config_cls(text_config=text, vision_config=vision, projection_dim=embed_dim))
+                tower = _Tower(model, kind, tokenizer=tokenizer if kind == enc.text_tower else None,
+                               device=enc.device, dtype=enc.dtype, attn_implementation=enc.attn_implementation)
+                for name, value in sorted(tower.model.state_dict().items()):
+                    digest.update(f"{kind}.{name}{tuple(value.shape)}".encode())
+                    digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                enc._towers[kind] = tower
+        enc._tiny = (f"languagebind-tiny-random:seed={seed}:embed_dim={embed_dim}:vocab={len(tokenizer)}:"
+                     f"{_tiny_spec()}:weights={digest.hexdigest()[:16]}")
+        return enc
+
+    @property
+    def identity(self) -> str:
+        """Names these encoders and their weights (it keys the embedding cache): for folders, each tower
+        folder's path and a signature of its files, the text tower and the dtype; for `tiny_random`, the seed,
+        sizes and a digest of the weights."""
+        if self._tiny is not None:
+            return self._tiny
+        dirs = ":".join(f"{k}={_folder_signature(v)}" for k, v in self.dirs.items())
+        return f"languagebind:{dirs}:text={self.text_tower}:dtype={str(self.dtype).removeprefix('torch.')}"
 
     def __repr__(self) -> str:
+        if self._tiny is not None:
+            return f"LanguageBindEncoders({self._tiny!r})"
         dirs = ", ".join(f"{k}={str(v) if v else None!r}" for k, v in self.dirs.items())
         return (f"LanguageBindEncoders({dirs}, text_tower={self.text_tower!r}, device={self.device}, "
                 f"loaded={sorted(self._towers)})")
@@ -244,8 +387,8 @@ class LanguageBindEncoders:
                 if path is None:
                     raise FileNotFoundError(f"no LanguageBind {kind} tower was given (pass {kind}_dir=, or a folder "
                                             f"with a {kind}/ sub-folder to load_languagebind)")
-                self._towers[kind] = _Tower(path, kind, text=kind == self.text_tower, device=self.device,
-                                            dtype=self.dtype, attn_implementation=self.attn_implementation)
+                self._towers[kind] = _load_tower(path, kind, text=kind == self.text_tower, device=self.device,
+                                                 dtype=self.dtype, attn_implementation=self.attn_implementation)
             return self._towers[kind]
 
     @property

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 import torchaudio
 
 __all__ = [
+    "AUDIO_MEAN",
     "AUDIO_SAMPLE_RATE",
+    "AUDIO_STD",
     "CONTEXT_LENGTH",
     "OPENAI_DATASET_MEAN",
     "OPENAI_DATASET_STD",
@@ -48,6 +50,7 @@ OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 77  # tokens per prompt, as the processors' `context_length`
 AUDIO_SAMPLE_RATE = 16000  # LanguageBind_Audio_FT's `audio_sample_rate`
+AUDIO_MEAN, AUDIO_STD = -4.2677393, 4.5689974  # LanguageBind_Audio_FT's `audio_mean`, `audio_std`
 _FRAME_LENGTH_MS, _FRAME_SHIFT_MS = 25.0, 10.0
 
 
@@ -143,8 +146,8 @@ def audio_chunk_starts(total_frames: int, target_length: int) -> list[int]:
 
 
 def preprocess_audio(wave: torch.Tensor, sample_rate: int, *, target_rate: int = AUDIO_SAMPLE_RATE,
-                     num_mel_bins: int = 112, target_length: int = 1036, audio_mean: float = -4.2677393,
-                     audio_std: float = 4.5689974) -> torch.Tensor:
+                     num_mel_bins: int = 112, target_length: int = 1036, audio_mean: float = AUDIO_MEAN,
+                     audio_std: float = AUDIO_STD) -> torch.Tensor:
     """One clip `[channels, samples]` at `sample_rate` -> LanguageBind audio pixel values `[3, num_mel_bins,
     target_length]` (resample to `target_rate`, filter bank, tile or 3 chunks, normalise; see the module doc).
     The defaults are LanguageBind_Audio_FT's config values (`languagebind.py` passes the loaded config's)."""
