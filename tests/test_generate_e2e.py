@@ -95,3 +95,12 @@ def test_lufs_curves_are_fitted_and_converted(tiny):
     expected = fast.with_rate(6.0).values
     assert at6.shape == (2, 12) and torch.allclose(at6, expected, atol=1e-4)
     assert torch.allclose(expected[0, :3], torch.tensor([-60.0, -56.6667, -53.3333]), atol=1e-3)
+
+
+def test_reference_audio_from_the_videos_own_track(tiny, tmp_path):
+    from _videos import write_video
+
+    video = write_video(tmp_path / "with_sound.mp4", fps=25, num_frames=25, audio=True)
+    cond = prepare_conditions(tiny, seconds=1.0, video=video, audio=video)
+    assert cond.audio.shape == cond.video.shape == (1, 1, 64)
+    assert not torch.allclose(cond.audio, cond.video)
