@@ -117,3 +117,13 @@ def test_cli_generate_muxes_into_a_copy_of_the_video(tmp_path, suffix):
 def test_cli_video_output_needs_a_video(tmp_path, caplog):
     assert main(["generate", "--seconds", "1", "--steps", "2", "-q", "-o", str(tmp_path / "x.mp4")]) == 2
     assert "give the input VIDEO" in caplog.text
+
+
+def test_cli_checks_the_output_before_sampling(tmp_path, caplog, monkeypatch):
+    import triergon.triergon_core.generate as gen
+
+    monkeypatch.setattr(gen, "sample_latents", lambda *a, **k: pytest.fail("sampled before checking the output"))
+    assert main(["generate", "--seconds", "1", "-q", "-o", str(tmp_path / "x.ogg")]) == 2
+    assert "cannot write 'x.ogg'" in caplog.text
+    assert main(["generate", "--seconds", "1", "--bits", "32", "-q", "-o", str(tmp_path / "x.flac")]) == 2
+    assert "bits=32" in caplog.text

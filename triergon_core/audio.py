@@ -22,7 +22,7 @@ from .config import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLE_RATE", "AudioError", "load_audio", "to_stereo", "write_audio"]
+__all__ = ["SAMPLE_RATE", "AudioError", "check_audio_output", "load_audio", "to_stereo", "write_audio"]
 
 _CENTER = 0.7071  # -3 dB, ITU-R BS.775
 # Per channel name: (gain into L, gain into R). LFE is dropped.
@@ -172,10 +172,7 @@ def write_audio(
         bits: wav: 16 or 24 (integer PCM) or 32 (float); flac: 16 or 24.
     """
     path = Path(path)
-    encoders = _ENCODERS.get(path.suffix.lower())
-    if encoders is None or bits not in encoders:
-        supported = "; ".join(f"{ext}: bits {', '.join(map(str, enc))}" for ext, enc in _ENCODERS.items())
-        raise AudioError(f"cannot write {path.name!r} with bits={bits}: supported formats are {supported}")
+    encoders = check_audio_output(path, bits=bits)
     if sample_rate <= 0:
         raise AudioError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
     audio = torch.as_tensor(audio).detach().cpu()
@@ -205,6 +202,21 @@ def write_audio(
         container.mux(stream.encode(None))
     logger.debug("wrote %s: %s at %d Hz, %d-bit", path, tuple(audio.shape), sample_rate, bits)
     return path
+
+
+def check_audio_output(path: str | os.PathLike[str], *, bits: int) -> dict[int, tuple[str, str]]:
+    """Raise an AudioError unless `write_audio` can write `path` at `bits` (check before long work).
+
+    Args:
+        path: the output file; its extension picks the format.
+        bits: the bit depth asked for.
+    """
+    path = Path(path)
+    encoders = _ENCODERS.get(path.suffix.lower())
+    if encoders is None or bits not in encoders:
+        supported = "; ".join(f"{ext}: bits {', '.join(map(str, enc))}" for ext, enc in _ENCODERS.items())
+        raise AudioError(f"cannot write {path.name!r} with bits={bits}: supported formats are {supported}")
+    return encoders
 
 
 def _to_samples(audio: torch.Tensor, bits: int, sample_format: str, path: Path) -> np.ndarray:

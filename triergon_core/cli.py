@@ -23,16 +23,19 @@ logger = logging.getLogger("triergon")
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .audio import load_audio, write_audio
+    from .audio import check_audio_output, load_audio, write_audio
     from .cache import EmbeddingCache
     from .generate import generate
     from .languagebind import load_languagebind
     from .mux import MUX_FORMATS, mux_audio
 
+    # check the output before minutes of sampling
     muxing = Path(args.output).suffix.lower() in MUX_FORMATS
     if muxing and not args.video:
         raise ValueError(f"{args.output} is a video file: give the input VIDEO to put the audio into, "
                          "or write a .wav / .flac")
+    if not muxing:
+        check_audio_output(args.output, bits=args.bits)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, preset=args.preset, device=args.device)
     else:
