@@ -8,8 +8,6 @@ Plotting lives in `lufs_plot` (re-exported here as `plot_curves`).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -27,6 +25,7 @@ from ._fs import atomic_write_path
 from .conditioning import LUFS_CEIL, LUFS_FLOOR, lufs_embedding, normalize_lufs
 from .config import LUFS_RATE, SAMPLE_RATE
 from .loudness import momentary_lufs
+from .lufs_io import format_csv, parse_csv, parse_json
 from .lufs_plot import plot_curves
 
 logger = logging.getLogger(__name__)
@@ -494,43 +493,15 @@ class LufsCurve:
             source: what errors call the text (they are ValueErrors starting with it, e.g. a file name).
         """
         with _reading(source):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"not valid JSON: {e}") from e
-            if not isinstance(data, dict):
-                raise ValueError("expected a JSON object with rate, channels and values")
-            if missing := [k for k in ("rate", "channels", "values") if k not in data]:
-                raise ValueError(f"missing key(s) {missing}")
-            if extra := sorted(set(data) - {"rate", "channels", "values"}):
-                logger.warning("%s: ignoring unknown key(s) %s", source, extra)
-            rate, channels, values = data["rate"], data["channels"], data["values"]
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise ValueError(f"rate must be a number, got {rate!r}")
-            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-                raise ValueError(f"channels must be a list of names, got {channels!r}")
-            if not isinstance(values, list) or not values or not all(isinstance(row, list) for row in values):
-                raise ValueError("values must be a list with one list of numbers per channel")
-            if len({len(row) for row in values}) > 1:
-                raise ValueError(f"ragged values: channel lengths {[len(row) for row in values]}")
-            for c, row in enumerate(values):
-                for i, x in enumerate(row):
-                    if isinstance(x, bool) or not isinstance(x, (int, float)):
-                        raise ValueError(f"values[{c}][{i}] is not a number: {x!r}")
-            return cls(torch.tensor(values, dtype=torch.float64).reshape(len(values), -1), rate=rate,
-                       channels=channels)
+            values, rate, channels = parse_json(text, source=source)
+            return cls(values, rate=rate, channels=channels)
 
     def to_csv(self) -> str:
         """CSV text: a header `time,L,R` (the channel names), then per frame its start time in seconds and values.
 
         The rate is not stored: `from_csv` infers it from the uniform time column (written with 9 decimals).
         """
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["time", *self._channels])
-        for t, frame in zip(self.times.tolist(), zip(*self._rounded(), strict=True), strict=True):
-            writer.writerow([repr(round(t, 9)), *map(repr, frame)])
-        return out.getvalue()
+        return format_csv(self.times.tolist(), self._rounded(), self._channels)
 
     @classmethod
     def from_csv(cls, text: str, *, rate: float | None = None, source: str = "<csv text>") -> LufsCurve:
@@ -545,35 +516,8 @@ class LufsCurve:
             source: what errors call the text (they are ValueErrors starting with it, e.g. a file name).
         """
         with _reading(source):
-            rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text)), 1) if any(c.strip() for c in r)]
-            if not rows:
-                raise ValueError("empty file; expected a header `time,L,R` and one row per frame")
-            header = [cell.strip() for cell in rows[0][1]]
-            if len(header) < 2 or header[0] != "time":
-                raise ValueError(f"header must be `time` followed by channel names, got {header}")
-            table = []
-            for line, r in rows[1:]:
-                if len(r) != len(header):
-                    raise ValueError(f"line {line} has {len(r)} cells, the header has {len(header)}")
-                try:
-                    table.append([float(cell) for cell in r])
-                except ValueError as e:
-                    raise ValueError(f"line {line}: non-numeric cell ({e})") from e
-            if not table:
-                raise ValueError("no frames after the header")
-            data = np.array(table)
-            times = data[:, 0]
-
-            def misfits(r: float) -> np.ndarray:  # rows more than 1% of a frame off i / r (NaN times too)
-                return np.flatnonzero(~(np.abs(times * r - np.arange(len(times))) <= 0.01))
-
-            if rate is None:
-                exact = (len(times) - 1) / times[-1] if len(times) > 1 and times[-1] > 0 else LUFS_RATE
-                rate = round(exact, 2) if not misfits(round(exact, 2)).size else round(exact, 6)
-            if (bad := misfits(_check_rate(rate))).size:
-                raise ValueError(f"times must start at 0 and be uniform at {rate:g} frames/s; line "
-                                 f"{rows[1 + bad[0]][0]} has {times[bad[0]]:g} s, expected {bad[0] / rate:g} s")
-            return cls(torch.from_numpy(data[:, 1:].T.copy()), rate=rate, channels=header[1:])
+            values, rate, channels = parse_csv(text, rate=rate, check_rate=_check_rate)
+            return cls(values, rate=rate, channels=channels)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the curve atomically as JSON (`.json`) or CSV (`.csv`); returns the path.
