@@ -41,13 +41,17 @@ def save_checkpoint(model: TriErgon, path: str | os.PathLike, *,
         path: destination `.safetensors` file; parent folders are created.
         metadata: extra string metadata to store (e.g. where the weights came from).
     """
-    path = Path(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {**(metadata or {}), "format": FORMAT, "format_version": FORMAT_VERSION,
             "config": model.config.to_json()}
+    return write_module(model, path, metadata=meta)
+
+
+def write_module(module: torch.nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, str]) -> Path:
+    """A module's state dict as a safetensors file with string `metadata`, written atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_write_path(path) as tmp:
-        save_file(state, tmp, metadata=meta)
-    return path
+        save_file(state, tmp, metadata=dict(metadata))
+    return Path(path)
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -17,15 +17,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from ._fs import atomic_write_path
+from .checkpoint import CheckpointError, check_state_dict, write_module
 from .config import LUFS_RATE
 from .lufs_curve import LufsCurve
 
 logger = logging.getLogger(__name__)
 
+PREDICTOR_FORMAT = "triergon-lufs-predictor"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -81,23 +82,18 @@ class LufsPredictor(nn.Module):
 
 def save_predictor(model: LufsPredictor, path: str | os.PathLike) -> Path:
     """Write T_LUFS weights and config to a safetensors file (atomically)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_write_path(path) as tmp:
-        meta = {"format": "triergon-lufs-predictor", "config": json.dumps(asdict(model.config))}
-        save_file(state, tmp, metadata=meta)
-    return Path(path)
+    meta = {"format": PREDICTOR_FORMAT, "config": json.dumps(asdict(model.config))}
+    return write_module(model, path, metadata=meta)
 
 
 def load_predictor(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> LufsPredictor:
     """Load T_LUFS weights written by `save_predictor` (or the trainer)."""
-    from .checkpoint import CheckpointError, check_state_dict
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LUFS predictor weights not found: {path}")
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
-    if meta.get("format") != "triergon-lufs-predictor":
+    if meta.get("format") != PREDICTOR_FORMAT:
         raise CheckpointError(f"{path} is not a Tri-Ergon LUFS predictor checkpoint (format {meta.get('format')!r})")
     model = LufsPredictor(config=LufsPredictorConfig(**json.loads(meta["config"])))
     state = load_file(path)
