@@ -121,3 +121,9 @@ def test_video_longer_than_the_window_is_refused(tmp_path):
     video = write_video(tmp_path / "long.mp4", fps=10, num_frames=15)
     with pytest.raises(ValueError, match=r"1.50 s long, longer than the 1 s window of preset 'tiny'"):
         triergon.generate(triergon.build_model(short_window, seed=0), video=video, steps=2)
+
+
+def test_folder_expands_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cache = EmbeddingCache("~/embeddings")
+    assert cache.folder == tmp_path / "embeddings" and cache.folder.is_dir()

@@ -51,7 +51,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, folder: str | os.PathLike | None = None, *, max_items: int = 256) -> None:
-        self.folder = Path(folder) if folder is not None else None
+        self.folder = Path(folder).expanduser() if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items

@@ -512,7 +512,7 @@ def load_languagebind(folder: str | os.PathLike, *, device: torch.device | str =
     Raises:
         FileNotFoundError: `folder` does not exist or holds neither tower.
     """
-    root = Path(folder)
+    root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"LanguageBind folder not found: {root} (it should hold video/ = "
                                 f"{_TOWERS['video'][2]} and audio/ = {_TOWERS['audio'][2]})")

@@ -154,7 +154,7 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
 
     Raises a ValueError naming the folder when it is missing, has no config, or holds another model type.
     """
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     config_file = folder / "config.json"
     if not folder.is_dir():
         raise FileNotFoundError(f"DINOv2 folder not found: {folder} (download e.g. facebook/dinov2-base there)")
