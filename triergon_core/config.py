@@ -16,6 +16,16 @@ SAMPLE_RATE = 44100
 LUFS_RATE = 6.0
 
 
+def frames_for(seconds: float, rate: float = LUFS_RATE) -> int:
+    """Frames covering `seconds`: ceil(seconds * rate), rounded to 6 decimals first so 2.37 s at 6/s is 15.
+
+    Args:
+        seconds: a duration in seconds.
+        rate: frames per second.
+    """
+    return math.ceil(round(seconds * rate, 6))
+
+
 @dataclass(frozen=True, kw_only=True)
 class VAEConfig:
     """Oobleck VAE (Stable Audio Open's autoencoder) sizes.
@@ -123,7 +133,7 @@ class SequenceConfig:
         return math.ceil(self.num_samples(seconds) / self.downsampling_ratio)
 
     def lufs_frames(self, seconds: float) -> int:
-        return math.ceil(round(seconds * self.lufs_rate, 6))
+        return frames_for(seconds, self.lufs_rate)
 
     @property
     def max_samples(self) -> int:

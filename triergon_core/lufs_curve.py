@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ._fs import atomic_write_path
 from .conditioning import LUFS_CEIL, LUFS_FLOOR, lufs_embedding, normalize_lufs
-from .config import LUFS_RATE, SAMPLE_RATE
+from .config import LUFS_RATE, SAMPLE_RATE, frames_for
 from .loudness import momentary_lufs
 from .lufs_io import format_csv, parse_csv, parse_json
 from .lufs_plot import plot_curves
@@ -36,16 +36,6 @@ FIT_POLICIES = ("error", "resample", "pad", "trim", "pad_or_trim")
 INTERPOLATIONS = ("linear", "step", "smooth")
 ChannelSel = str | Iterable[str] | None
 Level = float | Sequence[float]
-
-
-def frames_for(seconds: float, rate: float = LUFS_RATE) -> int:
-    """Frames covering `seconds`: ceil(seconds * rate), rounded to 6 decimals first so 2.37 s at 6/s is 15.
-
-    Args:
-        seconds: a duration in seconds.
-        rate: frames per second.
-    """
-    return math.ceil(round(seconds * rate, 6))
 
 
 class LufsCurve:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .checkpoint import CheckpointError, check_state_dict, write_module
-from .config import LUFS_RATE
+from .config import LUFS_RATE, frames_for
 from .lufs_curve import LufsCurve
 
 logger = logging.getLogger(__name__)
@@ -198,6 +197,6 @@ def predict_lufs(video: str | os.PathLike, *, features: FrameFeatures, predictor
     feats = features(frames.frames)
     param = next(predictor.parameters())
     curve = predictor(feats[None].to(device=param.device, dtype=param.dtype))[0].float().cpu()
-    expected = math.ceil(round(info.duration * predictor.config.rate, 6))
+    expected = frames_for(info.duration, predictor.config.rate)
     assert curve.shape == (2, expected), f"{curve.shape=} {expected=}"
     return LufsCurve.from_normalized(curve, rate=predictor.config.rate)
