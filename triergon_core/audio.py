@@ -22,7 +22,8 @@ from .config import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLE_RATE", "AudioError", "check_audio_output", "load_audio", "to_stereo", "write_audio"]
+__all__ = ["SAMPLE_RATE", "AudioError", "check_audio_output", "interleaved_pcm", "load_audio", "to_stereo",
+           "write_audio"]
 
 _CENTER = 0.7071  # -3 dB, ITU-R BS.775
 # Per channel name: (gain into L, gain into R). LFE is dropped.
@@ -221,17 +222,30 @@ def check_audio_output(path: str | os.PathLike[str], *, bits: int) -> dict[int, 
 
 def _to_samples(audio: torch.Tensor, bits: int, sample_format: str, path: Path) -> np.ndarray:
     """Interleave `[channels, samples]` float audio into a packed PyAV array `[1, samples * channels]`."""
-    if sample_format == "flt":
-        out = audio.float().numpy()
-    else:
-        clipped = int((audio.abs() > 1).sum())
-        if clipped:
-            logger.warning("clipped %d of %d samples outside [-1, 1] while writing %s as %d-bit",
-                           clipped, audio.numel(), path, bits)
-        scale = 2 ** (bits - 1)
-        codes = (audio.double() * scale).round().clamp(-scale, scale - 1).numpy()
-        # 24-bit codes go in the top bits of 32-bit samples.
-        out = codes.astype(np.int16) if sample_format == "s16" else codes.astype(np.int32) << (32 - bits)
+    if sample_format != "flt":
+        return interleaved_pcm(audio, bits, what=f"writing {path}")
+    return np.ascontiguousarray(audio.float().numpy().T).reshape(1, -1)
+
+
+def interleaved_pcm(audio: torch.Tensor, bits: int, *, what: str) -> np.ndarray:
+    """Float `[channels, samples]` -> packed PyAV integer samples `[1, samples * channels]`.
+
+    Codes are round(x * 2**(bits - 1)), clipped to the integer range with one warning saying how many samples
+    were outside [-1, 1]; 16 bits as int16, 24 bits in the top of int32 words (what ffmpeg's encoders store
+    as 24-bit).
+
+    Args:
+        audio: float samples, channels first.
+        bits: 16 or 24.
+        what: what is being written, for the warning (e.g. "writing out.wav").
+    """
+    clipped = int((audio.abs() > 1).sum())
+    if clipped:
+        logger.warning("clipped %d of %d samples outside [-1, 1] while %s as %d-bit", clipped, audio.numel(),
+                       what, bits)
+    scale = 2 ** (bits - 1)
+    codes = (audio.double() * scale).round().clamp(-scale, scale - 1).numpy()
+    out = codes.astype(np.int16) if bits == 16 else codes.astype(np.int32) << (32 - bits)
     return np.ascontiguousarray(out.T).reshape(1, -1)
 
 

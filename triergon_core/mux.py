@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ._fs import atomic_write_path
+from .audio import interleaved_pcm
 from .config import SAMPLE_RATE
 from .video import VideoError, probe_video
 
@@ -231,24 +232,11 @@ def _encode(stream, audio: np.ndarray, sample_rate: int, codec: str, bits: int |
         if codec == "aac":
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
         else:
-            frame = av.AudioFrame.from_ndarray(_pcm(chunk, bits), format=stream.format.name, layout="stereo")
+            pcm = interleaved_pcm(torch.from_numpy(chunk), bits, what="encoding FLAC")
+            frame = av.AudioFrame.from_ndarray(pcm, format=stream.format.name, layout="stereo")
         frame.sample_rate, frame.pts, frame.time_base = sample_rate, offset, time_base
         yield from stream.encode(frame)
     yield from stream.encode(None)
-
-
-def _pcm(audio: np.ndarray, bits: int | None) -> np.ndarray:
-    """Interleaved integer samples `[1, samples * 2]`: round(x * 2**(bits-1)), clipped (24 bits in the top of
-    32-bit words, which ffmpeg's FLAC encoder stores as 24-bit) — the convention of `audio.write_audio`."""
-    assert bits is not None
-    scale = 2 ** (bits - 1)
-    clipped = int((np.abs(audio) > 1).sum())
-    if clipped:
-        logger.warning("clipped %d of %d samples outside [-1, 1] while encoding %d-bit FLAC", clipped,
-                       audio.size, bits)
-    codes = np.clip(np.round(audio.astype(np.float64) * scale), -scale, scale - 1)
-    out = codes.astype(np.int16) if bits == 16 else codes.astype(np.int32) << (32 - bits)
-    return np.ascontiguousarray(out.T).reshape(1, -1)
 
 
 def _video_packets(source, video_in, video_out, first_pts: int, path: Path) -> Iterator[av.Packet]:
