@@ -39,3 +39,15 @@ def perturb_(module: torch.nn.Module, *, std: float = 0.05, seed: int = 0) -> to
         for p in module.parameters():
             p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
     return module
+
+
+def assert_unit_embeddings(x: torch.Tensor, batch: int, dim: int) -> None:
+    """Condition embeddings: float32 [batch, 1, dim], each of unit norm."""
+    assert x.shape == (batch, 1, dim) and x.dtype == torch.float32, f"{x.shape=} {x.dtype=}"
+    torch.testing.assert_close(x.norm(dim=-1), torch.ones(batch, 1), atol=1e-6, rtol=0)
+
+
+def condition_clips() -> dict[str, torch.Tensor]:
+    """A seeded batch of 3 reference-audio clips (1 s) and 3 videos (11 frames of 24 x 40)."""
+    g = torch.Generator().manual_seed(0)
+    return {"audio": torch.randn(3, 2, 44100, generator=g) * 0.1, "video": torch.rand(3, 11, 24, 40, 3, generator=g)}

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import perturb_
+from _helpers import assert_unit_embeddings, condition_clips, perturb_
 from _videos import read_index, write_video
 from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
@@ -100,13 +100,8 @@ def enc(root):
 
 @pytest.fixture(scope="module")
 def clips():
-    g = torch.Generator().manual_seed(0)
-    return {"audio": torch.randn(3, 2, 44100, generator=g) * 0.1, "video": torch.rand(3, 11, 24, 40, 3, generator=g)}
+    return condition_clips()
 
-
-def _norms_ok(x: torch.Tensor, batch: int) -> None:
-    assert x.shape == (batch, 1, D) and x.dtype == torch.float32
-    torch.testing.assert_close(x.norm(dim=-1), torch.ones(batch, 1), atol=1e-6, rtol=0)
 
 
 # --- the package's processors, imported with their unavailable dependencies stubbed ------------------------
@@ -348,7 +343,7 @@ def test_shapes_norms_determinism(enc, clips):
     for name, fn, x in (("text", enc.encode_text, PROMPTS), ("audio", enc.encode_audio, clips["audio"]),
                         ("video", enc.encode_video, clips["video"])):
         out = fn(x)
-        _norms_ok(out, 3)
+        assert_unit_embeddings(out, 3, D)
         assert torch.equal(out, fn(x)), name
         assert not torch.allclose(out[0], out[1]), name
 
@@ -392,7 +387,7 @@ def test_video_file(root, enc, tmp_path):
     every = read_frames(path, fps=25).to_float()
     assert every.shape[0] == 30
     out = enc.encode_video_file(path)
-    _norms_ok(out, 1)
+    assert_unit_embeddings(out, 1, D)
     torch.testing.assert_close(out, enc.encode_video(every[None]), atol=1e-6, rtol=0)
 
 
@@ -417,7 +412,7 @@ def test_video_tower_with_3d_patch_embedding(tmp_path, clips):
     enc = load_languagebind(tmp_path)
     assert type(enc._tower("video").model.vision_model.embeddings).__name__ == "CLIPVisionEmbeddings3D"
     batch = enc.encode_video(clips["video"])
-    _norms_ok(batch, 3)
+    assert_unit_embeddings(batch, 3, D)
     torch.testing.assert_close(batch[1:2], enc.encode_video(clips["video"][1:2]), atol=1e-5, rtol=0)
 
 
@@ -427,8 +422,8 @@ def test_lazy_loading_and_clear_errors(root, tmp_path, clips):
     enc = load_languagebind(only_video)
     assert enc.loaded == () and enc.embed_dim == D
     with torch.inference_mode():  # loaded inside inference mode (as prepare_conditions does)...
-        _norms_ok(enc.encode_text(PROMPTS[:1]), 1)
-    _norms_ok(enc.encode_video(clips["video"][:1]), 1)  # ...and used outside it
+        assert_unit_embeddings(enc.encode_text(PROMPTS[:1]), 1, D)
+    assert_unit_embeddings(enc.encode_video(clips["video"][:1]), 1, D)  # ...and used outside it
     assert enc.loaded == ("video",)
     with pytest.raises(FileNotFoundError, match=r"audio tower not found: no folder .*only-video/audio"):
         enc.encode_audio(clips["audio"][:1])

@@ -12,6 +12,7 @@ import av
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import assert_unit_embeddings, condition_clips
 from _videos import write_video
 
 import triergon
@@ -42,13 +43,8 @@ def enc():
 
 @pytest.fixture(scope="module")
 def clips():
-    g = torch.Generator().manual_seed(0)
-    return {"audio": torch.randn(3, 2, 44100, generator=g) * 0.1, "video": torch.rand(3, 11, 24, 40, 3, generator=g)}
+    return condition_clips()
 
-
-def _unit(x: torch.Tensor, batch: int) -> None:
-    assert x.shape == (batch, 1, D) and x.dtype == torch.float32
-    torch.testing.assert_close(x.norm(dim=-1), torch.ones(batch, 1), atol=1e-6, rtol=0)
 
 
 def test_the_preset_carries_languagebinds_towers(enc):
@@ -74,10 +70,10 @@ def test_shapes_norms_and_distinct_inputs(enc, clips, tmp_path):
     for name, fn, x in (("text", enc.encode_text, PROMPTS), ("audio", enc.encode_audio, clips["audio"]),
                         ("video", enc.encode_video, clips["video"])):
         out = fn(x)
-        _unit(out, 3)
+        assert_unit_embeddings(out, 3, D)
         assert not torch.allclose(out[0], out[1], atol=1e-3), name
         torch.testing.assert_close(torch.cat([fn(x[i:i + 1]) for i in range(3)]), out, atol=1e-5, rtol=0)
-    _unit(enc.encode_video_file(write_video(tmp_path / "clip.mp4", fps=25, num_frames=50)), 1)
+    assert_unit_embeddings(enc.encode_video_file(write_video(tmp_path / "clip.mp4", fps=25, num_frames=50)), 1, D)
     # a prompt is tokenized as <|startoftext|>, one token per character of each word, <|endoftext|> (padding)
     ids = enc.tokenize(["on"])["input_ids"]
     tokenizer = enc._towers["video"].tokenizer
