@@ -15,11 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import CheckpointError, check_state_dict, write_module
+from .checkpoint import CheckpointError, check_state_dict, read_state_dict, write_module
 from .config import LUFS_RATE, frames_for
 from .lufs_curve import LufsCurve
 
@@ -90,12 +88,10 @@ def load_predictor(path: str | os.PathLike, *, device: torch.device | str = "cpu
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LUFS predictor weights not found: {path}")
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
+    state, meta = read_state_dict(path)
     if meta.get("format") != PREDICTOR_FORMAT:
         raise CheckpointError(f"{path} is not a Tri-Ergon LUFS predictor checkpoint (format {meta.get('format')!r})")
     model = LufsPredictor(config=LufsPredictorConfig(**json.loads(meta["config"])))
-    state = load_file(path)
     check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, what=f"LUFS predictor {path}")
     model.load_state_dict(state)
     return model.to(device).eval()
