@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from transformers import Dinov2Config, Dinov2Model
 
 from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
 
@@ -20,6 +19,8 @@ def _seed():
 
 @pytest.fixture(scope="session")
 def dinov2_dir(tmp_path_factory):
+    from transformers import Dinov2Config, Dinov2Model  # a slow import: only for the tests that need it
+
     folder = tmp_path_factory.mktemp("dinov2-tiny")
     torch.manual_seed(0)
     Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
