@@ -2,7 +2,9 @@
 
 Audio is a float32 tensor `[channels, samples]` with a nominal range of [-1, 1]. `load_audio` always returns
 stereo at the requested rate (44 100 Hz by default); `write_audio` writes wav (16/24-bit PCM or 32-bit
-float) or flac (16/24-bit) atomically. Decoding and encoding use PyAV; resampling uses torchaudio.
+float) or flac (16/24-bit) atomically. Decoding and encoding use PyAV.
+
+Resampling uses `resample` (torchaudio when installed, else PyAV's libswresample; see `resample.py`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torchaudio
 
 from ._fs import atomic_write_path
 from .config import SAMPLE_RATE
+from .resample import resample, resampler_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLE_RATE", "AudioError", "check_audio_output", "interleaved_pcm", "load_audio", "to_stereo",
-           "write_audio"]
+__all__ = ["SAMPLE_RATE", "AudioError", "check_audio_output", "interleaved_pcm", "load_audio", "resample",
+           "resampler_backend", "to_stereo", "write_audio"]
+
 
 _CENTER = 0.7071  # -3 dB, ITU-R BS.775
 # Per channel name: (gain into L, gain into R). LFE is dropped.
@@ -146,7 +149,7 @@ def load_audio(
         raise AudioError(f"{what} contains {bad} NaN/inf samples (of {audio.numel()}); fix or remove them")
     stereo = to_stereo(audio, names)
     if rate != target_rate:
-        stereo = torchaudio.functional.resample(stereo, rate, target_rate)
+        stereo = resample(stereo, rate, target_rate)
     logger.debug("loaded %s: %d channels at %d Hz -> %s at %d Hz", what, audio.shape[0], rate,
                  tuple(stereo.shape), target_rate)
     return stereo.contiguous()

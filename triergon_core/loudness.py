@@ -5,9 +5,9 @@ ones pyloudnorm's `Meter(rate, filter_class="K-weighting")` derives from gain/Q/
 cookbook formulas, so results match pyloudnorm at any sample rate. Note that this design reads about 0.04 LU
 lower than the BS.1770 coefficient table (and ffmpeg's ebur128 / libebur128): its RLB high-pass has unity
 gain where the table's b = [1, -2, 1] gives +0.043 dB, so a full-scale 997 Hz sine reads -3.05, not -3.01.
-The IIR recursion uses `torchaudio.functional.lfilter`, which runs the loop in compiled code on CPU and CUDA
-and agrees with `scipy.signal.lfilter` to about 1e-14; `momentary_lufs` on 60 s of 44.1 kHz stereo takes about
-0.3 s on two CPU cores.
+The IIR recursion uses `torchaudio.functional.lfilter` (compiled loop on CPU and CUDA, differentiable) when
+torchaudio is installed, else `scipy.signal.lfilter` on the CPU (torchaudio is optional, see `resample.py`);
+the two agree to about 1e-13; `momentary_lufs` on 60 s of 44.1 kHz stereo takes about 0.3 s on two CPU cores.
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ import logging
 import math
 from fractions import Fraction
 
+import numpy as np
 import torch
-import torchaudio.functional as AF
 
 from .config import LUFS_RATE, SAMPLE_RATE
+
+try:  # optional dependency; scipy (also a pyloudnorm dependency) runs the filter without it
+    import torchaudio.functional as AF
+except (ImportError, OSError):
+    AF = None
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +112,17 @@ def k_weighting(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
         a_t = torch.tensor(a, dtype=torch.float64, device=x.device)
         b_t = torch.tensor(b, dtype=torch.float64, device=x.device)
         # clamp=False: weighted signals legitimately exceed [-1, 1] (the shelf adds 4 dB).
-        x = AF.lfilter(x, a_t, b_t, clamp=False)
+        x = AF.lfilter(x, a_t, b_t, clamp=False) if AF is not None else _scipy_lfilter(x, b, a)
     return x.reshape(audio.shape).to(audio.dtype)
+
+
+def _scipy_lfilter(x: torch.Tensor, b: tuple[float, ...], a: tuple[float, ...]) -> torch.Tensor:
+    """`scipy.signal.lfilter` along the last axis of float64 `x`, on the CPU (the path without torchaudio)."""
+    if x.requires_grad:
+        raise ValueError("differentiating through K-weighting needs torchaudio (pip install torchaudio)")
+    from scipy.signal import lfilter  # deferred: only this fallback needs scipy
+
+    return torch.from_numpy(np.ascontiguousarray(lfilter(b, a, x.cpu().numpy(), axis=-1))).to(x.device)
 
 
 def _segment_sums(power: torch.Tensor, bounds: list[int]) -> torch.Tensor:
