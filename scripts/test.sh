@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Set up the environment (if needed), lint, and run the test suite. Extra arguments go to pytest,
-# e.g. `scripts/test.sh -m slow` for the long tests.
+# Set up the environments (if needed), lint, and run the test suite; extra arguments go to pytest instead,
+# e.g. `scripts/test.sh -m slow` for the long tests (then only in the default environment).
+# Without arguments (what CI runs) it also runs the encoder and tokenizer tests (`-m encoders`) in a second
+# environment holding transformers 4.57 (TRIERGON_VENV_TF4, default: the main one's path + "-tf4"), built and
+# cached like the main one, so both transformers generations are tested.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 ruff check .
+python -c "import torch, transformers; print(f'[triergon] default environment: torch {torch.__version__}, transformers {transformers.__version__}')"
 pytest "$@"
+if [ "$#" -eq 0 ]; then
+  TF4="${TRIERGON_VENV_TF4:-$TRIERGON_VENV-tf4}"
+  triergon_env "$TF4" "transformers==4.57.*"
+  "$TF4/bin/python" -c "import torch, transformers; print(f'[triergon] second environment: torch {torch.__version__}, transformers {transformers.__version__}')"
+  # exit code 5 (no tests selected) fails too: the encoder tests must exist under this marker
+  "$TF4/bin/python" -m pytest -m "encoders and not slow"
+fi
