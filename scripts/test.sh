@@ -9,11 +9,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 ruff check .
 python -c "import torch, transformers; print(f'[triergon] default environment: torch {torch.__version__}, transformers {transformers.__version__}')"
-pytest "$@"
-if [ "$#" -eq 0 ]; then
+status=0
+pytest "$@" || status=$?
+if [ "$#" -eq 0 ]; then  # the second environment runs even when the first run failed, so CI reports both
   TF4="${TRIERGON_VENV_TF4:-$TRIERGON_VENV-tf4}"
   triergon_env "$TF4" "transformers==4.57.*"
   "$TF4/bin/python" -c "import torch, transformers; print(f'[triergon] second environment: torch {torch.__version__}, transformers {transformers.__version__}')"
   # exit code 5 (no tests selected) fails too: the encoder tests must exist under this marker
-  "$TF4/bin/python" -m pytest -m "encoders and not slow"
+  "$TF4/bin/python" -m pytest -m "encoders and not slow" || status=$?
 fi
+exit "$status"
