@@ -260,10 +260,12 @@ class LufsCurve(CurveEdits):
 
     @classmethod
     def from_csv(cls, text: str, *, rate: float | None = None, source: str = "<csv text>") -> LufsCurve:
-        """Parses `to_csv`'s format. Times must start at 0 and step by 1 / rate (within 1% of a frame).
+        """Parses `to_csv`'s format. Times must start at 0 and step by 1 / rate, as closely as their rounding
+        allows: half a unit in the last decimal written (0.005 s for "0.17"), or 1% of a frame if that is more.
 
-        Unless `rate` is given it is (rows - 1) / last time, to 0.01 frames/s where the times allow (so times
-        rounded in a spreadsheet still give 6/s), else to 6 decimals; a one-row file is read at 6/s.
+        Unless `rate` is given it is inferred from the times: 6/s if every row fits it (so times rounded in a
+        spreadsheet still give 6/s), else the simplest rate that fits (a whole number, else the fewest
+        decimals); a one-row file is read at 6/s. Columns are matched to channels by their header names.
 
         Args:
             text: the CSV text.
