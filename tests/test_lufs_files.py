@@ -39,8 +39,8 @@ def test_rows_are_matched_to_channels_by_name(tmp_path):
 def test_unknown_channel_names_are_refused(tmp_path, channels):
     path = tmp_path / "names.json"
     path.write_text(_json(channels, [[-20.0]] * len(channels)))
-    with pytest.raises(ValueError, match=rf"^{path}: unknown channel names \[.*\]: a curve's channels are named "
-                                         r"L and R \(stereo, in any order\) or M \(mono\)$"):
+    with pytest.raises(ValueError, match=rf"^{path}: unknown channel names \[.*\]: name the channels "
+                                         r"L and R \(stereo, in either order\) or M \(mono\)$"):
         LufsCurve.load(path)
 
 

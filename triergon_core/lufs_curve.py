@@ -347,8 +347,8 @@ def _layout(names: tuple[str, ...]) -> tuple[str, ...]:
     for layout in CHANNEL_LAYOUTS:
         if sorted(names) == sorted(layout):
             return layout
-    raise ValueError(f"unknown channel names {list(names)}: a curve's channels are named "
-                     f"{' and '.join(CHANNEL_LAYOUTS[0])} (stereo, in any order) or {CHANNEL_LAYOUTS[1][0]} (mono)")
+    raise ValueError(f"unknown channel names {list(names)}: name the channels "
+                     f"{' and '.join(CHANNEL_LAYOUTS[0])} (stereo, in either order) or {CHANNEL_LAYOUTS[1][0]} (mono)")
 
 
 def _check_values(values: Any, channels: tuple[str, ...]) -> torch.Tensor:
