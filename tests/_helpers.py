@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 DATA = Path(__file__).parent / "data"
+
+
+def import_triton_for_kernel_tests() -> None:
+    """Imports Triton so that its jitted library (`tl.max`, `tl.sum`, ...) is the interpreter's where there is no
+    GPU: Triton builds that library once, at its first import, for the interpreter or for the GPU as
+    TRITON_INTERPRET says then. tests/conftest.py calls this before any test module is imported, so the kernel
+    tests run in-process whatever the order of the files. The variable is put back afterwards: left on, it
+    would send every other test's kernels (auto backend, CPU tensors) through the interpreter; the kernel tests
+    set it themselves."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+def triton_is_interpreted() -> bool:
+    """Whether Triton's library was built for the interpreter (False without Triton)."""
+    try:
+        import triton.language as tl
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:
+        return False
+    return isinstance(tl.standard.max, InterpretedFunction)
 
 
 def max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:

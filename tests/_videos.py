@@ -50,6 +50,7 @@ def write_video(
     codec: str = "libx264",
     image: Callable[[int, int, int], np.ndarray] = index_image,
     rotation: float | None = None,
+    display_matrix: Sequence[int] | None = None,
     audio: bool = False,
     gop: int | None = None,
     options: dict[str, str] | None = None,
@@ -68,6 +69,7 @@ def write_video(
         codec: encoder; libx264 is lossless (qp 0) unless `options` say otherwise, mpeg4 uses qscale 2.
         image: frame painter (index, height, width) -> RGB uint8.
         rotation: display rotation in degrees counter-clockwise (written as a display matrix).
+        display_matrix: the 9 integers of a display matrix to write as they are (e.g. all zero).
         audio: also write a 1 kHz stereo AAC track covering the video.
         gop: keyframe interval.
         options: encoder options.
@@ -93,6 +95,8 @@ def write_video(
             stream.codec_context.qscale = 2
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        if display_matrix is not None:
+            stream.set_display_matrix(list(display_matrix))
         sound = container.add_stream("aac", rate=44100, layout="stereo") if audio else None
         for i, p in enumerate(pts):
             frame = av.VideoFrame.from_ndarray(image(i, height, width), format="rgb24")

@@ -4,8 +4,13 @@ import json
 
 import pytest
 import torch
+from _helpers import import_triton_for_kernel_tests
 
 from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+
+# Before any test module: some import Triton for the GPU on the way (transformers' models do), and the kernel
+# tests need it built for the interpreter when there is no GPU, whatever order the files run in.
+import_triton_for_kernel_tests()
 
 
 @pytest.fixture(autouse=True)

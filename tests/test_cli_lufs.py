@@ -66,11 +66,15 @@ def test_edit_operations(tmp_path):
                  "--fade-in", "0.5", "-o", str(out)]) == 0
     v = LufsCurve.load(out).values
     assert v.shape == (2, 18)
-    assert torch.equal(v[0, 6:12], torch.full((6,), -40.0)) and torch.equal(v[1, 6:12], torch.full((6,), -30.0))
-    assert v[0, 0] == -70.0 and v[1, 0] == -30.0  # the fade touched only L (--channels L)
+    # The offset, then a 0.5 s fade-in opening the same range, on L only; R and the rest of L are untouched.
+    assert v[0, 6:12].tolist() == [-70.0, -60.0, -50.0, -40.0, -40.0, -40.0]
+    assert torch.equal(v[0, :6], torch.full((6,), -30.0)) and torch.equal(v[0, 12:], torch.full((6,), -30.0))
+    assert torch.equal(v[1], torch.full((18,), -30.0))
     assert main(["lufs", "edit", str(out), "--swap", "--resample", "6", "-o", str(tmp_path / "s.json")]) == 0
     swapped = LufsCurve.load(tmp_path / "s.json")
-    assert swapped.num_frames == 36 and swapped.values[1, 0] == -70.0
+    assert swapped.num_frames == 36 and torch.equal(swapped.values[0], torch.full((36,), -30.0))
+    # The faded L is now R (to the file's 3 decimals).
+    assert (swapped.values[1] - LufsCurve.load(out).resample(6.0).values[0]).abs().max() <= 5e-4
 
 
 def test_plot_with_overlay_and_errors(tmp_path, caplog, capsys):

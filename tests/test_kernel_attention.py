@@ -3,12 +3,10 @@ kernels inside the tiny DiT.
 
 Kernel tests run compiled on a CUDA GPU when there is one, and otherwise on the CPU under the Triton
 interpreter, with 16 x 16 tiles, so that every shape here crosses tiles, has ragged tails, grouped kv heads
-and (where asked) a key padding mask. Triton builds its own jitted library (`tl.zeros`, `tl.max`, ...) for
-the interpreter or for the GPU once, when it is first imported; this module imports it with
-TRITON_INTERPRET=1 where there is no GPU and puts the variable back (left on, it would send every other
-test's attention through the interpreter). When something imported Triton for the GPU earlier (the test
-conftest's transformers import does, through torch), the kernel tests skip here and
-`test_kernel_tests_under_the_interpreter` runs them in a fresh process with TRITON_INTERPRET=1.
+and (where asked) a key padding mask. Triton must have been imported for the interpreter (tests/conftest.py
+does it before the first kernel test module is imported, in any file order); if something imported it for
+the GPU earlier (a plugin, say), the kernel tests skip here and `test_kernel_tests_under_the_interpreter`
+runs them in a fresh process with TRITON_INTERPRET=1.
 
 The interpreter's `tl.dot` is exact for float32 and float16 but wrong for bfloat16, so bfloat16 is
 checked on a GPU only (here when there is one, and in benchmarks/bench_attention.py).
@@ -23,32 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import max_rel_err, perturb_
+from _helpers import max_rel_err, perturb_, triton_is_interpreted
 
 import triergon
 from triergon.kernels import attention as attn
 from triergon.kernels.backend import ENV, KernelBackendError
 
-
-def _import_triton() -> bool:
-    """Imports Triton (for the interpreter where there is no GPU); whether its library is the interpreter's."""
-    previous = os.environ.get("TRITON_INTERPRET")
-    if not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        import triton.language as tl
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:
-        return False
-    finally:
-        if previous is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = previous
-    return isinstance(tl.standard.max, InterpretedFunction)
-
-
-INTERPRETED = _import_triton()
+INTERPRETED = triton_is_interpreted()
 ON_GPU = torch.cuda.is_available() and not INTERPRETED
 DEVICE = "cuda" if ON_GPU else "cpu"
 needs_kernels = pytest.mark.skipif(

@@ -1,12 +1,10 @@
 """The fused SnakeBeta kernel against its float64 reference, the backend switch, and the kernel in the VAE.
 
 Kernel tests run compiled on a CUDA GPU when there is one (benchmarks/run_gpu.sh runs this file there), and
-otherwise under the Triton interpreter on the CPU. Triton builds its own jitted library (`tl.sum`, ...) for
-the interpreter or for the GPU once, when it is first imported, and the suite imports it early without
-TRITON_INTERPRET (tests/conftest.py -> transformers -> triton). Setting the variable for the whole session
-would instead send every other test's Snake (auto backend, CPU tensors) through the interpreter. So without
-a GPU, `test_kernel_tests_under_the_interpreter` reruns this file in a fresh process with TRITON_INTERPRET=1,
-and the kernel tests of this process skip, pointing to it.
+otherwise under the Triton interpreter on the CPU. Triton must have been imported for the interpreter
+(tests/conftest.py does it before any test module is imported, so in any file order); if something
+imported it for the GPU earlier (a plugin, say), the kernel tests of this process skip, pointing to
+`test_kernel_tests_under_the_interpreter`, which reruns this file in a fresh process with TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import max_rel_err, perturb_
+from _helpers import max_rel_err, perturb_, triton_is_interpreted
 
 import triergon
 from triergon import VAEConfig
@@ -28,17 +26,7 @@ from triergon.kernels import backend, snake
 from triergon.kernels.snake import snake_beta, snake_beta_reference
 from triergon.triergon_core.vae import OobleckVAE
 
-
-def _triton_library_is_interpreted() -> bool:
-    try:
-        import triton.language as tl
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:
-        return False
-    return isinstance(tl.standard.sum, InterpretedFunction)
-
-
-INTERPRETED = _triton_library_is_interpreted()
+INTERPRETED = triton_is_interpreted()
 ON_GPU = torch.cuda.is_available() and not INTERPRETED
 DEVICE = "cuda" if ON_GPU else "cpu"
 

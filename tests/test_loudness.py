@@ -4,6 +4,9 @@ The momentary reference is pyloudnorm computed the same way: its own K-weighting
 channel (`Meter._filters`, as `Meter.integrated_loudness` applies them), then the same windows, mean square
 and -0.691 + 10 log10, floored at -70. Integrated loudness is compared with `Meter.integrated_loudness`.
 Run with `-s` to see the worst errors and the 60 s timing.
+
+The tolerances sit near the measured agreement (float64 arithmetic on both sides), so a bias of even 1e-6 LU
+fails; the EBU Tech 3341 case is the one known answer that does not depend on pyloudnorm.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from triergon.triergon_core.loudness import (
 )
 
 SR = 44100
-MOMENTARY_TOL = 0.05  # LU
-INTEGRATED_TOL = 0.1  # LU
+# Measured on x86-64 (numpy 2, torch 2.x): momentary worst 2.4e-10 LU (a -63 LUFS sine next to noise);
+# integrated worst 3.2e-14 LU in float64 and 4.6e-10 LU for float32 input. A margin of 20x and more covers
+# other CPUs' rounding; any real error in the filters, windows or gates is orders of magnitude larger.
+MOMENTARY_TOL = 1e-8  # LU
+INTEGRATED_TOL = 1e-8  # LU
+NORMALIZED_TOL = 1e-6  # LU: measured 6.2e-8, the float32 rounding of the normalised samples
 
 
 def _ref_weighted(x: np.ndarray, rate: int) -> np.ndarray:
@@ -85,10 +92,10 @@ def test_k_weighting_matches_pyloudnorm_filters():
     for rate in (44100, 48000, 16000):
         ours = k_weighting(torch.from_numpy(x), rate)
         assert ours.dtype == torch.float64 and ours.shape == x.shape
-        np.testing.assert_allclose(ours.numpy(), _ref_weighted(x, rate), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ours.numpy(), _ref_weighted(x, rate), rtol=0, atol=1e-11)  # measured 1.4e-12
     as_float32 = k_weighting(torch.from_numpy(x).float(), SR)
     assert as_float32.dtype == torch.float32
-    np.testing.assert_allclose(as_float32.numpy(), _ref_weighted(x, SR), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(as_float32.numpy(), _ref_weighted(x, SR), rtol=0, atol=2e-6)  # measured 2.5e-7
 
 
 def test_momentary_sines_across_spectrum():
@@ -97,9 +104,23 @@ def test_momentary_sines_across_spectrum():
     x = np.stack([_sine(f, a, 2.0)[None] for f in freqs for a in amps])  # [batch, 1, samples]
     _check_momentary("sines 20 Hz-20 kHz", x)
     # BS.1770 calibrates a full-scale 997 Hz sine to -3.01 LUFS; pyloudnorm's RBJ high-pass has 0.043 dB less
-    # passband gain than the standard's b = [1, -2, 1], so it (and we) read -3.052 (±0.005 ripple per window).
+    # passband gain than the standard's b = [1, -2, 1], so it (and we) read -3.052 (measured -3.056 .. -3.050:
+    # the ripple of windows that cut the sine at different phases).
     settled = momentary_lufs(torch.from_numpy(_sine(997, 1.0, 2.0)[None]))[0, 1:]
-    assert torch.allclose(settled, torch.full_like(settled, -3.052), atol=0.01), settled
+    assert torch.allclose(settled, torch.full_like(settled, -3.052), atol=0.006), settled
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_ebu_tech_3341_case_1_stereo_1khz_at_minus_23_dbfs(rate):
+    # EBU Tech 3341 (2016), minimum requirements, case 1: a stereo 1 kHz sine at -23 dBFS in both channels reads
+    # -23.0 +/- 0.1 LUFS (momentary, short-term and integrated; loudness sums the channels). Measured -23.035 at
+    # 48 kHz and 44.1 kHz integrated, -23.039 .. -23.032 momentary (pyloudnorm's high-pass, see above).
+    tone = _sine(1000, 10 ** (-23 / 20), 20.0, rate, phase=0.0)
+    stereo = torch.from_numpy(np.stack([tone, tone]))
+    assert abs(integrated_loudness(stereo, rate) - -23.0) <= 0.1
+    per_channel = momentary_lufs(stereo, rate).double()
+    summed = 10 * torch.log10((10 ** (per_channel / 10)).sum(0))  # the momentary loudness of the pair
+    assert ((summed - -23.0).abs() <= 0.1).all(), summed
 
 
 def test_momentary_noise_and_sweep():
@@ -130,7 +151,7 @@ def test_momentary_stereo_different_channels_and_batch():
     _check_momentary("stereo noise / quiet sine", stereo)
     ours = momentary_lufs(torch.from_numpy(stereo))
     assert (ours[0, 13:] == LUFS_FLOOR).all(), ours[0]  # past the filter tail the silent half is exactly -70
-    assert ((ours[1, 1:] + 63.0).abs() < 1.0).all(), ours[1]
+    assert ((ours[1, 1:] + 63.046).abs() < 0.01).all(), ours[1]  # measured -63.049 .. -63.044
 
     batch = np.stack([stereo, stereo[::-1] * 0.5, np.stack([_pink(n, rng), _log_sweep(4.0, SR)])])
     _check_momentary("batch", batch)
@@ -165,7 +186,7 @@ def test_frame_counts_and_dtype():
     assert momentary_lufs(torch.zeros(2, SR, dtype=torch.float64)).dtype == torch.float64
     assert momentary_lufs(torch.zeros(2, SR, dtype=torch.float16)).dtype == torch.float32
     x = torch.from_numpy(_sine(1000, 0.5, 3.0)[None]).float()
-    assert (momentary_lufs(x) - momentary_lufs(x.double())).abs().max() < 1e-4
+    assert (momentary_lufs(x) - momentary_lufs(x.double())).abs().max() < 2e-6  # measured 3.4e-7
 
 
 def test_non_integer_window_rate():
@@ -174,9 +195,10 @@ def test_non_integer_window_rate():
         lufs = momentary_lufs(x, SR, rate=rate)
         assert lufs.shape == (2, frames), (rate, lufs.shape)
         assert (lufs[1] == LUFS_FLOOR).all()
-        # A steady sine reads the same in every settled window, whatever the window length.
+        # A steady 1 kHz sine at half scale reads the same in every settled window, whatever the window length
+        # (measured -9.0702 .. -9.0624).
         settled = lufs[0, 1:] if frames > 1 else lufs[0]
-        assert (settled - (-9.03)).abs().max() < 0.05, (rate, settled)
+        assert (settled - (-9.066)).abs().max() < 0.006, (rate, settled)
 
 
 @pytest.mark.parametrize("seconds", [0.4, 0.55, 1.0, 2.37, 5.123])
@@ -211,8 +233,8 @@ def test_normalize_loudness_hits_target(target):
     out = normalize_loudness(x, target)
     assert out.shape == x.shape and out.dtype == x.dtype
     measured = pyloudnorm.Meter(SR).integrated_loudness(out.double().numpy().T)
-    assert abs(measured - target) < INTEGRATED_TOL, measured
-    assert abs(integrated_loudness(out) - target) < 1e-3
+    assert abs(measured - target) < NORMALIZED_TOL, measured
+    assert abs(integrated_loudness(out) - target) < NORMALIZED_TOL
 
 
 def test_errors():

@@ -356,7 +356,7 @@ def test_csv_format_and_round_trip(tmp_path):
     assert LufsCurve.load(path) == LufsCurve.from_json(c.to_json())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.csv"]
     # Other rates and channel names survive; a one-row file needs its rate (or is read at 6/s).
-    odd = LufsCurve(torch.tensor([[-1.0, -2.0, -3.0]]), rate=7.0, channels=("mono",))
+    odd = LufsCurve(torch.tensor([[-1.0, -2.0, -3.0]]), rate=7.0, channels=("M",))
     assert LufsCurve.from_csv(odd.to_csv()) == odd
     assert LufsCurve.from_csv("time,L,R\n0,-20,-21\n").rate == 6.0
     assert LufsCurve.from_csv("time,L,R\n0,-20,-21\n", rate=10.0).rate == 10.0
@@ -387,7 +387,7 @@ def test_csv_format_and_round_trip(tmp_path):
     ("a.csv", "time,L,R\n0,-1,-1\n0.1667,-1\n", "line 3 has 2 cells"),
     ("a.csv", "time,L,R\n0,-1,-1\n0.1667,-1,loud\n", "line 3: non-numeric cell"),
     ("a.csv", "time,L,R\n0,-1,-1\n0.1667,-1,-1\n0.3333,-1,-1\n0.6,-1,-1\n0.6667,-1,-1\n",
-     r"times must start at 0 and be uniform at 5.9997 frames/s; line 5 has 0.6 s, expected 0.5"),
+     r"times must start at 0 and be uniform at 6 frames/s; line 5 has 0.6 s, expected 0.5 s"),
     ("a.csv", "time,L,R\n1,-1,-1\n2,-1,-1\n", "times must start at 0"),
     ("a.csv", "time,L,R\n0,-1,nan\n", "NaN or infinite"),
     ("a.txt", "", "unknown LUFS curve format"),

@@ -251,6 +251,32 @@ def test_rotate_tag_fallback():
     assert video._rotation(Frame(), Stream(), Path("x.mp4")) == -90
 
 
+def test_all_zero_display_matrix_means_no_rotation(tmp_path, caplog):
+    # Some muxers write an all-zero matrix; ffmpeg reads no rotation from it (PyAV reports INT_MIN degrees).
+    path = write_video(tmp_path / "zero.mp4", fps=25, num_frames=5, size=(48, 64), image=corner_image,
+                       display_matrix=[0] * 9)
+    with caplog.at_level(logging.WARNING, logger=video.__name__):
+        info = probe_video(path)
+        frame = read_frames(path, times=[0.1]).frames[0].float().mean(-1)
+    assert (info.rotation, info.height, info.width) == (0, 48, 64)
+    assert frame.shape == (48, 64) and frame[:24, :32].mean() > 200  # the lit corner stays top-left
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_rotation_warning_appears_once_per_file(tmp_path, caplog):
+    odd = write_video(tmp_path / "odd.mp4", fps=25, num_frames=5, rotation=30.0)
+    other = write_video(tmp_path / "other.mp4", fps=25, num_frames=5, rotation=30.0)
+    with caplog.at_level(logging.WARNING, logger=video.__name__):
+        for _ in range(2):  # as one `generate` run does: probe, then read for each consumer
+            assert probe_video(odd).rotation == 0
+            read_frames(odd, num_frames=2)
+            read_frames(other, fps=6)
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(messages) == 2, messages  # PyAV reads the stored matrix back as 29 degrees
+    for path, message in zip((odd, other), messages, strict=True):
+        assert message.startswith(f"{path}: display rotation 29.0 degrees is not a multiple of 90; using 0")
+
+
 def test_has_audio(tmp_path):
     with_audio = write_video(tmp_path / "a.mp4", fps=25, num_frames=25, audio=True)
     assert probe_video(with_audio).has_audio

@@ -45,7 +45,10 @@ def _generate(args: argparse.Namespace) -> int:
         model = build_model(preset, device=args.device, seed=args.seed)
     lufs = None
     if args.lufs:
-        lufs = LufsCurve.load(args.lufs)
+        try:
+            lufs = LufsCurve.load(args.lufs)
+        except ValueError as e:
+            raise ValueError(f"--lufs {e}") from e
     elif args.lufs_from:
         lufs = LufsCurve.measure(load_audio(args.lufs_from))
     encoders = load_languagebind(args.languagebind, device=args.device) if args.languagebind else None

@@ -32,29 +32,54 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+# The `lufs edit` operations that take the --start/--end range; the last three work across both channels,
+# so --channels cannot narrow them.
+_RANGED = ("offset", "set_level", "smooth", "fade_in", "fade_out", "pan", "swap", "copy")
+_BOTH_CHANNELS = ("pan", "swap", "copy")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_edit(args: argparse.Namespace) -> None:
+    """Refuses the combinations whose meaning is unclear, before reading anything."""
+    given = [name for name in _RANGED if getattr(args, name) not in (None, False)]
+    if (args.start is not None or args.end is not None or args.channels) and not given:
+        raise ValueError(f"--start, --end and --channels select what {', '.join(map(_option, _RANGED))} change; "
+                         "give one of them (--resample always works on the whole curve)")
+    if args.channels and (across := [_option(n) for n in given if n in _BOTH_CHANNELS]):
+        raise ValueError(f"--channels cannot narrow {', '.join(across)}: they work on both channels; run "
+                         "them in a separate `triergon lufs edit` without --channels")
+    if args.copy and (len(args.copy.split(":")) != 2 or not all(args.copy.split(":"))):
+        raise ValueError(f"--copy takes SRC:DST, e.g. L:R, got {args.copy!r}")
+
+
 def _edit(args: argparse.Namespace) -> int:
+    _check_edit(args)
     curve = LufsCurve.load(args.curve)
     span = {"start": args.start, "end": args.end}
+    selection = {**span, "channels": args.channels}
     # applied in this fixed order, whatever the order on the command line
     if args.resample is not None:
         curve = curve.resample(args.resample)
     if args.offset is not None:
-        curve = curve.offset(args.offset, channels=args.channels, **span)
+        curve = curve.offset(args.offset, **selection)
     if args.set_level is not None:
-        curve = curve.set_level(args.set_level, channels=args.channels, **span)
+        curve = curve.set_level(args.set_level, **selection)
     if args.pan is not None:
         curve = curve.pan(args.pan, **span)
     if args.swap:
-        curve = curve.swap_channels()
+        curve = curve.swap_channels(**span)
     if args.copy:
-        src, _, dst = args.copy.partition(":")
-        curve = curve.copy_channel(src, dst)
+        src, dst = args.copy.split(":")
+        curve = curve.copy_channel(src, dst, **span)
     if args.smooth is not None:
-        curve = curve.smooth(args.smooth)
+        curve = curve.smooth(args.smooth, **selection)
     if args.fade_in is not None:
-        curve = curve.fade_in(args.fade_in, channels=args.channels)
+        curve = curve.fade_in(args.fade_in, **selection)
     if args.fade_out is not None:
-        curve = curve.fade_out(args.fade_out, channels=args.channels)
+        curve = curve.fade_out(args.fade_out, **selection)
     _write_curve(curve, args)
     return 0
 
@@ -106,11 +131,13 @@ def add_lufs_parser(sub: argparse._SubParsersAction) -> None:
     edit.add_argument("--swap", action="store_true", help="swap left and right")
     edit.add_argument("--copy", metavar="SRC:DST", help="copy one channel onto the other, e.g. L:R")
     edit.add_argument("--smooth", type=float, metavar="SECONDS", help="moving-average smoothing")
-    edit.add_argument("--fade-in", type=float, metavar="SECONDS", help="fade in from silence")
-    edit.add_argument("--fade-out", type=float, metavar="SECONDS", help="fade out to silence")
-    edit.add_argument("--start", type=float, help="start of the edited range in seconds (default: 0)")
-    edit.add_argument("--end", type=float, help="end of the edited range in seconds (default: the end)")
-    edit.add_argument("--channels", choices=("L", "R"), help="edit one channel only (default: both)")
+    edit.add_argument("--fade-in", type=float, metavar="SECONDS", help="fade in from silence at --start")
+    edit.add_argument("--fade-out", type=float, metavar="SECONDS", help="fade out to silence at --end")
+    edit.add_argument("--start", type=float, help="start of the range every operation but --resample edits, in "
+                      "seconds (default: 0)")
+    edit.add_argument("--end", type=float, help="end of that range in seconds (default: the end)")
+    edit.add_argument("--channels", choices=("L", "R"), help="edit one channel only (default: both); not with "
+                      "--pan, --swap, --copy")
     _add_output(edit)
     edit.set_defaults(func=_edit)
 

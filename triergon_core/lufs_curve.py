@@ -3,42 +3,44 @@
 A curve holds `values [channels, frames]` in LUFS at `rate` frames per second (6 by default); frame i
 covers [i / rate, (i + 1) / rate). It is a value object: every edit returns a new curve. It converts to
 the model's normalised [0, 1] scale and to the E_L conditioning tokens, and reads and writes JSON and CSV.
-Plotting lives in `lufs_plot` (re-exported here as `plot_curves`).
+The edits live in `lufs_edit`, the inversion of E_L in `lufs_embedding`, the text formats in `lufs_io`, and
+plotting in `lufs_plot` (re-exported here as `plot_curves`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._fs import atomic_write_path
+from ._lufs_checks import Level, check_rate, duration_frames, finite, per_channel
 from .conditioning import LUFS_CEIL, LUFS_FLOOR, lufs_embedding, normalize_lufs
 from .config import LUFS_RATE, SAMPLE_RATE, frames_for
 from .loudness import momentary_lufs
+from .lufs_edit import FIT_POLICIES, CurveEdits
+from .lufs_embedding import invert_lufs_embedding
 from .lufs_io import format_csv, parse_csv, parse_json
 from .lufs_plot import plot_curves
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FIT_POLICIES", "LufsCurve", "frames_for", "plot_curves"]
+__all__ = ["CHANNEL_LAYOUTS", "FIT_POLICIES", "LufsCurve", "frames_for", "plot_curves"]
 
-FIT_POLICIES = ("error", "resample", "pad", "trim", "pad_or_trim")
 INTERPOLATIONS = ("linear", "step", "smooth")
-ChannelSel = str | Iterable[str] | None
-Level = float | Sequence[float]
+# The channel names a curve may carry, in the order it stores them: rows are matched to channels by name,
+# never by position, so a file that lists R before L still drives the right side with its R row.
+CHANNEL_LAYOUTS = (("L", "R"), ("M",))
 
 
-class LufsCurve:
+class LufsCurve(CurveEdits):
     """Loudness over time, per channel, in LUFS.
 
     Validation policy (constructor and every `from_*` reader):
@@ -46,29 +48,33 @@ class LufsCurve:
     - values outside [-70, 0] LUFS (the model's range; -70 = silence) -> clipped, with one warning that
       says how many values were clipped;
     - `values` not 2-D, a channel count different from `len(channels)`, no frames, duplicate channel names,
-      or a rate that is not a positive finite number -> ValueError. Stereo-only operations (`to_normalized`,
-      `to_embedding`, `pan`, `swap_channels`) call `require_stereo()`.
+      names other than L and R (stereo) or M (mono), or a rate that is not a positive finite number ->
+      ValueError. Stereo-only operations (`to_normalized`, `to_embedding`, `pan`, `swap_channels`) call
+      `require_stereo()`.
 
-    Edits clip their results to [-70, 0] silently: pushing past the range is normal while editing (+10 dB
-    on a passage near 0 LUFS) and the model cannot represent more. Times are in seconds; a range
-    [start, end) selects every frame it overlaps, clipped to the curve (None = the curve's start / end);
-    `channels` selects one channel name, several, or all (None).
+    Rows are matched to channels by name: `channels=("R", "L")` takes the first row as the right channel, and
+    the curve stores (and writes) L before R. The edits (see `lufs_edit`) clip their results to [-70, 0]
+    silently; times are in seconds, a range [start, end) selects every frame it overlaps, and `channels`
+    selects one channel name, several, or all (None).
 
     Args:
         values: [channels, frames] loudness in LUFS (anything `torch.as_tensor` takes; stored as float32).
         rate: frames per second.
-        channels: channel names, one per row of `values`.
+        channels: channel names, one per row of `values`: "L" and "R" in either order, or "M".
     """
 
     __hash__ = None  # type: ignore[assignment]  # equality compares tensors; curves are not dict keys
 
     def __init__(self, values: Any, *, rate: float = LUFS_RATE, channels: Sequence[str] = ("L", "R")) -> None:
-        self._rate, self._channels = _check_rate(rate), _check_channels(channels)
-        self._values = _check_values(values, self._channels)
+        names = _check_channels(channels)
+        values = _check_values(values, names)
+        self._rate, self._channels = check_rate(rate), _layout(names)
+        self._values = values[[names.index(c) for c in self._channels]] if names != self._channels else values
 
-    def _with(self, values: torch.Tensor) -> LufsCurve:
+    def _with(self, values: torch.Tensor, *, rate: float | None = None) -> LufsCurve:
         # Clipping first keeps the constructor's out-of-range warning for user input only.
-        return LufsCurve(values.clamp(LUFS_FLOOR, LUFS_CEIL), rate=self._rate, channels=self._channels)
+        return LufsCurve(values.clamp(LUFS_FLOOR, LUFS_CEIL), rate=self._rate if rate is None else rate,
+                         channels=self._channels)
 
     @property
     def values(self) -> torch.Tensor:
@@ -155,250 +161,23 @@ class LufsCurve:
                 or "smooth" (smoothstep easing 3u^2 - 2u^3: flat at every keyframe, no corners).
             channels: channel names.
         """
-        rate, channels = _check_rate(rate), _check_channels(channels)
+        rate, channels = check_rate(rate), _check_channels(channels)
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {interpolation!r}; use one of {INTERPOLATIONS}")
         if len(times) == 0 or len(times) != len(levels):
             raise ValueError(f"need one level per keyframe and at least one keyframe: "
                              f"{len(times)} times, {len(levels)} levels")
         # Frame coordinates, rounded like `frames_for` so a keyframe at 1/3 s lands exactly on frame 2.
-        pos = np.array([round(_finite("keyframe time", t) * rate, 6) for t in times])
+        pos = np.array([round(finite("keyframe time", t) * rate, 6) for t in times])
         if np.any(np.diff(pos) <= 0):
             raise ValueError(f"keyframe times must be strictly increasing, got {list(times)}")
-        lv = np.stack([_per_channel(level, len(channels), f"level of keyframe {k}") for k, level in enumerate(levels)])
-        x = np.arange(_duration_frames(duration, rate), dtype=np.float64)
+        lv = np.stack([per_channel(level, len(channels), f"level of keyframe {k}") for k, level in enumerate(levels)])
+        x = np.arange(duration_frames(duration, rate), dtype=np.float64)
         k = np.clip(np.searchsorted(pos, x, side="right") - 1, 0, len(pos) - 1)  # keyframe at or before x
         k1 = np.minimum(k + 1, len(pos) - 1)
         u = np.clip((x - pos[k]) / np.where(k1 > k, pos[k1] - pos[k], 1.0), 0.0, 1.0)[:, None]
         u = {"linear": u, "step": 0 * u, "smooth": u * u * (3 - 2 * u)}[interpolation]
         return cls(torch.from_numpy((lv[k] + (lv[k1] - lv[k]) * u).T.copy()), rate=rate, channels=channels)
-
-    # --------------------------------------------------------------------------------------------- editing
-
-    def offset(self, db: float, *, start: float | None = None, end: float | None = None,
-               channels: ChannelSel = None) -> LufsCurve:
-        """Adds `db` decibels (negative = quieter) over [start, end) on the selected channels.
-
-        Args:
-            db: decibels to add.
-            start, end, channels: the range and channels to change (see the class docstring).
-        """
-        v, (i0, i1), rows = self._values.clone(), self._span(start, end), self._rows(channels)
-        v[rows, i0:i1] += _finite("db", db)
-        return self._with(v)
-
-    def set_level(self, level: float, *, start: float | None, end: float | None,
-                  channels: ChannelSel = None) -> LufsCurve:
-        """Sets [start, end) to a constant `level` (pass start=None, end=None for the whole curve).
-
-        Args:
-            level: LUFS.
-            start, end, channels: the range and channels to change (see the class docstring).
-        """
-        v, (i0, i1), rows = self._values.clone(), self._span(start, end), self._rows(channels)
-        v[rows, i0:i1] = _finite("level", level)
-        return self._with(v)
-
-    def fade_in(self, seconds: float, *, floor: float = LUFS_FLOOR, channels: ChannelSel = None) -> LufsCurve:
-        """Ramps the first `seconds` up from `floor` onto the curve's own values, linearly in dB.
-
-        With n = ceil(seconds * rate), frame i < n becomes floor + (i / n) * (value - floor), so the first frame
-        is at `floor`; a fade never makes a frame louder, and one longer than the curve is cut, not squeezed.
-
-        Args:
-            seconds: fade length.
-            floor: LUFS where the fade starts (-70 = silence).
-            channels: the channels to fade.
-        """
-        return self._fade(seconds, floor, channels, reverse=False)
-
-    def fade_out(self, seconds: float, *, floor: float = LUFS_FLOOR, channels: ChannelSel = None) -> LufsCurve:
-        """Ramps the last `seconds` down to `floor`, linearly in dB: the mirror image of `fade_in`.
-
-        Args:
-            seconds: fade length.
-            floor: LUFS of the last frame (-70 = silence).
-            channels: the channels to fade.
-        """
-        return self._fade(seconds, floor, channels, reverse=True)
-
-    def _fade(self, seconds: float, floor: float, channels: ChannelSel, *, reverse: bool) -> LufsCurve:
-        if _finite("fade length", seconds) < 0:
-            raise ValueError(f"fade length must be >= 0 seconds, got {seconds}")
-        n = frames_for(seconds, self._rate)
-        m = min(n, self.num_frames)
-        if m == 0:
-            return self
-        w = torch.arange(m, dtype=torch.float32) / n  # 0 at the faded end
-        frames = slice(self.num_frames - m, None) if reverse else slice(0, m)
-        w = w.flip(0) if reverse else w
-        v, rows, floor = self._values.clone(), self._rows(channels), _finite("floor", floor)
-        v[rows, frames] = torch.minimum(v[rows, frames], floor + w * (v[rows, frames] - floor))
-        return self._with(v)
-
-    def copy_channel(self, src: str, dst: str) -> LufsCurve:
-        """Copies channel `src`'s values onto channel `dst` ("L" -> "R" makes a centred curve).
-
-        Args:
-            src: source channel name.
-            dst: destination channel name.
-        """
-        if not isinstance(src, str) or not isinstance(dst, str):
-            raise ValueError(f"copy_channel takes two channel names, got {src!r}, {dst!r}")
-        v = self._values.clone()
-        v[self._rows(dst)] = v[self._rows(src)]
-        return self._with(v)
-
-    def swap_channels(self) -> LufsCurve:
-        """Swaps the left and right values (mirrors the stereo picture)."""
-        return self._with(self.require_stereo()._values.flip(0))
-
-    def pan(self, amount: float, *, start: float | None = None, end: float | None = None,
-            range_db: float = 24.0) -> LufsCurve:
-        """Moves loudness towards one side over [start, end) by attenuating the other side.
-
-        Pan law: the side panned away from drops by the level difference of the equal-power (sin/cos) pan
-        law, 20 * log10(1 / tan(pi / 4 * (1 - |amount|))) dB, capped at `range_db`; the side panned towards
-        keeps its level, so 0 changes nothing. |amount| 0.25 -> 3.5 dB, 0.5 -> 7.66 dB, 0.75 -> 14.0 dB,
-        0.9 -> 22.1 dB, 1 -> `range_db`.
-
-        Args:
-            amount: in [-1, 1]; negative = towards the left (right gets quieter), positive = to the right.
-            start, end: the range to pan (see the class docstring).
-            range_db: the most the far side is attenuated.
-        """
-        amount, range_db = _finite("pan amount", amount), _finite("range_db", range_db)
-        if not -1.0 <= amount <= 1.0:
-            raise ValueError(f"pan amount must be in [-1, 1] (-1 = left, 1 = right), got {amount}")
-        if range_db < 0:
-            raise ValueError(f"range_db must be >= 0, got {range_db}")
-        ratio = math.tan(math.pi / 4 * (1 - abs(amount)))
-        drop = range_db if ratio == 0 else min(range_db, -20 * math.log10(ratio))
-        v, (i0, i1) = self.require_stereo()._values.clone(), self._span(start, end)
-        v[1 if amount < 0 else 0, i0:i1] -= drop
-        return self._with(v)
-
-    def smooth(self, seconds: float) -> LufsCurve:
-        """Centred moving average over `seconds`, rounded to an odd number of frames (one or less: no change).
-
-        The edges repeat the first / last value, so a constant stays constant and the ends do not droop.
-
-        Args:
-            seconds: window length.
-        """
-        if _finite("smoothing window", seconds) < 0:
-            raise ValueError(f"smoothing window must be >= 0 seconds, got {seconds}")
-        n = max(1, round(seconds * self._rate))
-        n += 1 - n % 2  # odd, so the window is centred on its frame
-        if n == 1:
-            return self
-        padded = F.pad(self._values[None], (n // 2, n // 2), mode="replicate")
-        return self._with(F.avg_pool1d(padded, kernel_size=n, stride=1)[0])
-
-    def clamp(self, lo: float = LUFS_FLOOR, hi: float = LUFS_CEIL) -> LufsCurve:
-        """Limits the values to [lo, hi] LUFS (e.g. hi=-10 as a ceiling).
-
-        Args:
-            lo: lowest LUFS.
-            hi: highest LUFS.
-        """
-        if _finite("lo", lo) > _finite("hi", hi):
-            raise ValueError(f"clamp needs lo <= hi, got lo={lo}, hi={hi}")
-        return self._with(self._values.clamp(lo, hi))
-
-    def resample(self, duration: float) -> LufsCurve:
-        """Stretches or squeezes the curve linearly to `duration`; the first and last values are kept.
-
-        Args:
-            duration: seconds (frames = ceil(duration * rate)).
-        """
-        n = _duration_frames(duration, self._rate)
-        if n == self.num_frames:
-            return self
-        return self._with(F.interpolate(self._values[None], size=n, mode="linear", align_corners=True)[0])
-
-    def with_rate(self, rate: float) -> LufsCurve:
-        """The same loudness over the same duration at another frame rate (linear in time).
-
-        Args:
-            rate: the new frames per second.
-        """
-        rate = _check_rate(rate)
-        if rate == self._rate:
-            return self
-        new_times = np.arange(_duration_frames(self.duration, rate)) / rate
-        values = np.stack([np.interp(new_times, self.times, row) for row in self._values.numpy()])
-        return LufsCurve(values, rate=rate, channels=self._channels)
-
-    def slice(self, start: float, end: float) -> LufsCurve:
-        """The frames that overlap [start, end), as a new curve starting at 0 s.
-
-        Args:
-            start, end: seconds, clipped to the curve.
-        """
-        i0, i1 = self._span(start, end)
-        if i1 <= i0:
-            raise ValueError(f"slice [{start}, {end}) s holds no frame of this {self.duration:g} s curve")
-        return self._with(self._values[:, i0:i1])
-
-    def concat(self, other: LufsCurve) -> LufsCurve:
-        """This curve followed by `other` (same rate and channel names).
-
-        Args:
-            other: the curve to append.
-        """
-        if other.rate != self._rate or other.channels != self._channels:
-            raise ValueError(f"cannot concatenate curves with different rates or channels: "
-                             f"{self._rate:g}/s {self._channels} and {other.rate:g}/s {other.channels}")
-        return self._with(torch.cat([self._values, other._values], dim=1))
-
-    def fit_duration(self, seconds: float, *, policy: str = "error") -> LufsCurve:
-        """The curve made to cover exactly `seconds` of audio (ceil(seconds * rate) frames).
-
-        Policies when the frame counts differ:
-        - "error": ValueError saying how long the curve and the audio are, and how to fix it;
-        - "resample": stretch or squeeze linearly (`resample`);
-        - "pad": extend a shorter curve by holding its last value (a sound keeps its level rather than
-          dropping to silence mid-clip); a longer curve is an error;
-        - "trim": cut a longer curve; a shorter curve is an error;
-        - "pad_or_trim": "pad" or "trim", whichever is needed.
-
-        Args:
-            seconds: the audio's duration.
-            policy: one of FIT_POLICIES.
-        """
-        if policy not in FIT_POLICIES:
-            raise ValueError(f"unknown duration policy {policy!r}; use one of {FIT_POLICIES}")
-        n = _duration_frames(seconds, self._rate)
-        if n == self.num_frames:
-            return self
-        longer = self.num_frames > n
-        if policy == "resample":
-            return self.resample(seconds)
-        if policy == "pad_or_trim" or policy == ("trim" if longer else "pad"):
-            held = self._values[:, -1:].expand(-1, max(n - self.num_frames, 0))
-            return self._with(torch.cat([self._values[:, :n], held], dim=1))
-        fix = "policy='trim' or 'resample'" if longer else "policy='pad' or 'resample'"
-        raise ValueError(f"the LUFS curve covers {self.duration:g} s ({self.num_frames} frames at {self._rate:g}/s) "
-                         f"but the audio is {seconds:g} s ({n} frames); edit the curve to {seconds:g} s or pass {fix}")
-
-    def _rows(self, channels: ChannelSel) -> list[int]:
-        if channels is None:
-            return list(range(len(self._channels)))
-        names = [channels] if isinstance(channels, str) else list(channels)
-        unknown = [c for c in names if c not in self._channels]
-        if unknown or not names:
-            raise ValueError(f"unknown channel(s) {unknown or names}; this curve has {list(self._channels)}")
-        return [self._channels.index(c) for c in names]
-
-    def _span(self, start: float | None, end: float | None) -> tuple[int, int]:
-        s = 0.0 if start is None else _finite("start", start)
-        e = self.duration if end is None else _finite("end", end)
-        if s > e:
-            raise ValueError(f"start ({s:g} s) is after end ({e:g} s)")
-        # Every frame that overlaps [s, e), with times rounded as in `frames_for`.
-        i0 = min(max(math.floor(round(s * self._rate, 6)), 0), self.num_frames)
-        return i0, i0 if s == e else min(max(frames_for(e, self._rate), i0), self.num_frames)
 
     # ----------------------------------------------------------------------------------------- model scale
 
@@ -446,23 +225,9 @@ class LufsCurve:
                 tokens * dim >= max_frames. "interpolate" interpolates back to `max_frames`: exact on straight
                 stretches, but it cuts corners (up to 14 dB on a random 360-frame curve into 768 values).
         """
-        emb = torch.as_tensor(embedding, dtype=torch.float32).detach().cpu()
-        if emb.shape != (2 * tokens, dim):
-            raise ValueError(f"embedding shape {tuple(emb.shape)} is not (2 * tokens, dim) = {(2 * tokens, dim)}")
-        if not 1 <= frames <= max_frames:
-            raise ValueError(f"frames must be in [1, max_frames={max_frames}], got {frames}")
-        flat = emb.reshape(2, tokens * dim)
-        if method == "interpolate":
-            norm = F.interpolate(flat[None], size=max_frames, mode="linear", align_corners=True)[0, :, :frames]
-        elif method == "lstsq":
-            # Row j of `basis` embeds a unit impulse at frame j; the padding frames are known zeros.
-            eye = torch.eye(max_frames, dtype=torch.float64)[None]
-            basis = F.interpolate(eye, size=tokens * dim, mode="linear", align_corners=True)[0, :frames]
-            norm = torch.linalg.lstsq(basis.T, flat.T.double()).solution.T.float()
-        else:
-            raise ValueError(f"unknown method {method!r}; use 'lstsq' or 'interpolate'")
-        # Float error can leave a value a hair outside [0, 1]: not worth the constructor's warning.
-        return cls(norm.clamp(0, 1) * (LUFS_CEIL - LUFS_FLOOR) + LUFS_FLOOR, rate=rate)
+        norm = invert_lufs_embedding(embedding, frames=frames, max_frames=max_frames, tokens=tokens, dim=dim,
+                                     method=method)
+        return cls(norm * (LUFS_CEIL - LUFS_FLOOR) + LUFS_FLOOR, rate=rate)
 
     # --------------------------------------------------------------------------------------- serialisation
 
@@ -495,10 +260,12 @@ class LufsCurve:
 
     @classmethod
     def from_csv(cls, text: str, *, rate: float | None = None, source: str = "<csv text>") -> LufsCurve:
-        """Parses `to_csv`'s format. Times must start at 0 and step by 1 / rate (within 1% of a frame).
+        """Parses `to_csv`'s format. Times must start at 0 and step by 1 / rate, as closely as their rounding
+        allows: half a unit in the last decimal written (0.005 s for "0.17"), or 1% of a frame if that is more.
 
-        Unless `rate` is given it is (rows - 1) / last time, to 0.01 frames/s where the times allow (so times
-        rounded in a spreadsheet still give 6/s), else to 6 decimals; a one-row file is read at 6/s.
+        Unless `rate` is given it is inferred from the times: 6/s if every row fits it (so times rounded in a
+        spreadsheet still give 6/s), else the simplest rate that fits (a whole number, else the fewest
+        decimals); a one-row file is read at 6/s. Columns are matched to channels by their header names.
 
         Args:
             text: the CSV text.
@@ -506,7 +273,7 @@ class LufsCurve:
             source: what errors call the text (they are ValueErrors starting with it, e.g. a file name).
         """
         with _reading(source):
-            values, rate, channels = parse_csv(text, rate=rate, check_rate=_check_rate)
+            values, rate, channels = parse_csv(text, rate=rate, check_rate=check_rate)
             return cls(values, rate=rate, channels=channels)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -531,8 +298,8 @@ class LufsCurve:
         """
         path = Path(path)
         if _format(path) == ".json":
-            return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
-        return cls.from_csv(path.read_text(encoding="utf-8"), rate=rate, source=str(path))
+            return cls.from_json(_read_text(path), source=str(path))
+        return cls.from_csv(_read_text(path), rate=rate, source=str(path))
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -547,28 +314,25 @@ def _reading(source: str) -> Iterator[None]:
         raise ValueError(f"{source}: {e}") from e
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; anything but a missing file that cannot be read as UTF-8 text is a ValueError naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the LUFS curve ({e.strerror or e})") from e
+    try:
+        return data.decode("utf-8-sig")  # -sig: a byte-order mark (Windows editors) is not part of the text
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a LUFS curve: byte {e.start} ({data[e.start]:#04x}) is not UTF-8 text; "
+                         "give a .json or .csv curve as `triergon lufs measure -o` writes") from e
+
+
 def _format(path: Path) -> str:
     if (suffix := path.suffix.lower()) not in (".json", ".csv"):
         raise ValueError(f"{path}: unknown LUFS curve format; use a .json or .csv file")
     return suffix
-
-
-def _finite(name: str, x: float) -> float:
-    if not math.isfinite(x := float(x)):
-        raise ValueError(f"{name} must be a finite number, got {x!r}")
-    return x
-
-
-def _duration_frames(duration: float, rate: float) -> int:
-    if not math.isfinite(duration) or duration <= 0:
-        raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
-    return max(1, frames_for(duration, rate))
-
-
-def _check_rate(rate: float) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"rate must be a positive number of frames per second, got {rate!r}")
-    return float(rate)
 
 
 def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
@@ -576,6 +340,15 @@ def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
     if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
         raise ValueError(f"channels must be distinct non-empty names, got {channels!r}")
     return names
+
+
+def _layout(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The layout of CHANNEL_LAYOUTS with these names (in any order); other names are an error."""
+    for layout in CHANNEL_LAYOUTS:
+        if sorted(names) == sorted(layout):
+            return layout
+    raise ValueError(f"unknown channel names {list(names)}: name the channels "
+                     f"{' and '.join(CHANNEL_LAYOUTS[0])} (stereo, in either order) or {CHANNEL_LAYOUTS[1][0]} (mono)")
 
 
 def _check_values(values: Any, channels: tuple[str, ...]) -> torch.Tensor:
@@ -595,11 +368,3 @@ def _check_values(values: Any, channels: tuple[str, ...]) -> torch.Tensor:
         logger.warning("clipped %d of %d LUFS value(s) to [%g, %g] (the model's range; %g = silence)",
                        outside, v.numel(), LUFS_FLOOR, LUFS_CEIL, LUFS_FLOOR)
     return v.clamp(LUFS_FLOOR, LUFS_CEIL).clone()
-
-
-def _per_channel(level: Level, n: int, what: str) -> np.ndarray:
-    if np.ndim(level) == 0:
-        return np.full(n, _finite(what, level))
-    if len(lv := list(level)) != n:
-        raise ValueError(f"{what}: expected one value or {n} (one per channel), got {len(lv)}")
-    return np.array([_finite(what, x) for x in lv])

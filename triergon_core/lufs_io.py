@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -20,12 +21,15 @@ from .config import LUFS_RATE
 logger = logging.getLogger(__name__)
 
 KEYS = ("rate", "channels", "values")
+BOM = "\ufeff"  # Windows editors start UTF-8 files with it; it is not part of the text
+_FRAME_TOLERANCE = 0.01  # frames: a time may be 1% of a frame off even with many decimals
+_EXACT_DECIMALS = 15  # what a time in exponent form ("1e-05") counts as: a float's precision
 
 
 def parse_json(text: str, *, source: str) -> tuple[torch.Tensor, float, list[str]]:
     """`{"rate": 6.0, "channels": ["L", "R"], "values": [[...], [...]]}` -> (values, rate, channels)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text.removeprefix(BOM))
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON: {e}") from e
     if not isinstance(data, dict):
@@ -62,8 +66,15 @@ def format_csv(times: Sequence[float], rows: Sequence[Sequence[float]], channels
 
 def parse_csv(text: str, *, rate: float | None, check_rate: Callable[[float], float],
               ) -> tuple[torch.Tensor, float, list[str]]:
-    """`format_csv`'s text -> (values, rate, channels); the rate is inferred from the times unless given."""
-    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text)), 1) if any(c.strip() for c in r)]
+    """`format_csv`'s text -> (values, rate, channels); the rate is inferred from the times unless given.
+
+    Times may be rounded (a spreadsheet showing 2 decimals): a row fits frame i when its time is within the
+    rounding of i / rate, half a unit in the last decimal the file writes, or 1% of a frame if that is more.
+    The inferred rate is 6/s if that fits every row, else the simplest that does: a whole number, else 1, 2, ...
+    6 decimals.
+    """
+    rows = [(n, r) for n, r in enumerate(csv.reader(io.StringIO(text.removeprefix(BOM))), 1)
+            if any(c.strip() for c in r)]
     if not rows:
         raise ValueError("empty file; expected a header `time,L,R` and one row per frame")
     header = [cell.strip() for cell in rows[0][1]]
@@ -81,14 +92,32 @@ def parse_csv(text: str, *, rate: float | None, check_rate: Callable[[float], fl
         raise ValueError("no frames after the header")
     data = np.array(table)
     times = data[:, 0]
+    half_unit = 0.5 * 10.0 ** -max(_decimals(r[0]) for _, r in rows[1:])  # seconds
 
-    def misfits(r: float) -> np.ndarray:  # rows more than 1% of a frame off i / r (NaN times too)
-        return np.flatnonzero(~(np.abs(times * r - np.arange(len(times))) <= 0.01))
+    def misfits(r: float) -> np.ndarray:  # rows off their frame by more than the rounding (NaN times too)
+        tolerance = max(_FRAME_TOLERANCE, half_unit * r) + 1e-9  # frames; 1e-9: float error in t * r
+        return np.flatnonzero(~(np.abs(times * r - np.arange(len(times))) <= tolerance))
 
     if rate is None:
         exact = (len(times) - 1) / times[-1] if len(times) > 1 and times[-1] > 0 else LUFS_RATE
-        rate = round(exact, 2) if not misfits(round(exact, 2)).size else round(exact, 6)
-    if (bad := misfits(check_rate(rate))).size:
+        candidates = [LUFS_RATE] + [round(exact, d) for d in range(7) if round(exact, d) > 0]
+        # The project's rate if it fits (a short coarse file fits several), else the simplest rate that fits;
+        # when none does, the one that fits most rows names the bad row.
+        rate = next((r for r in candidates if not misfits(r).size),
+                    min(candidates, key=lambda r: misfits(r).size, default=exact))
+    rate = check_rate(rate)
+    if len(times) > 1 and half_unit * rate > 0.5:
+        raise ValueError(f"times written with {-round(math.log10(2 * half_unit))} decimals cannot tell frames "
+                         f"{1 / rate:g} s apart; write the times with more decimals")
+    if (bad := misfits(rate)).size:
         raise ValueError(f"times must start at 0 and be uniform at {rate:g} frames/s; line "
                          f"{rows[1 + bad[0]][0]} has {times[bad[0]]:g} s, expected {bad[0] / rate:g} s")
     return torch.from_numpy(data[:, 1:].T.copy()), rate, header[1:]
+
+
+def _decimals(cell: str) -> int:
+    """Digits after the decimal point as written ("0.17" -> 2, "1" -> 0); exponent forms count as exact."""
+    mantissa, _, exponent = cell.strip().lower().partition("e")
+    if exponent:
+        return _EXACT_DECIMALS
+    return len(mantissa.partition(".")[2])

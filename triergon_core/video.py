@@ -50,6 +50,7 @@ _SCAN_PACKETS = 256  # packets read from the start to measure frame intervals (V
 _MAX_THREADS = 8  # frame threading keeps a frame per thread in flight: more threads buy little, cost memory
 _BIG_OUTPUT_BYTES = 4 << 30
 _TRUNCATION_S = 0.5  # frames ending this much before the stream's declared duration: a truncated file
+_WARNED: set[tuple[str, str]] = set()  # (file, message) pairs already warned about in this process
 
 _Spans = list[tuple[int, int]]  # (pts, duration) per packet
 
@@ -114,7 +115,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """
     info, timing = _probe(Path(path))
     if timing.problems:
-        logger.warning("%s is damaged (%s)", path, "; ".join(dict.fromkeys(timing.problems)))
+        _warn_once(path, "%s is damaged (%s)", path, "; ".join(dict.fromkeys(timing.problems)))
     return info
 
 
@@ -271,7 +272,7 @@ def _probe(path: Path) -> tuple[VideoInfo, _Timing]:
         duration = float((end_pts - first.pts) * tb)
     elif declared or container_end:
         duration = declared or container_end
-        logger.warning("%s: no usable packet timestamps; duration %.3f s taken from metadata", path, duration)
+        _warn_once(path, "%s: no usable packet timestamps; duration %.3f s taken from metadata", path, duration)
     else:
         raise VideoError(f"{str(path)!r} has a single frame and no duration information; pass a real video")
     if declared and duration < declared - _TRUNCATION_S:
@@ -305,14 +306,27 @@ def _declared_duration(stream) -> float | None:
 def _rotation(frame: av.VideoFrame, stream, path: Path) -> int:
     """Counter-clockwise display rotation, rounded to a multiple of 90 degrees."""
     degrees = float(frame.rotation or 0)
+    if not -180 <= degrees <= 180:
+        # A display matrix without a rotation in it (all zero, as some muxers write, or a zero column): ffmpeg's
+        # av_display_rotation_get returns NaN, which PyAV hands over as INT_MIN. ffmpeg then does not rotate.
+        logger.debug("%s: degenerate display matrix (%g); no rotation", path, degrees)
+        degrees = 0.0
     if not degrees and stream.metadata.get("rotate"):
         with contextlib.suppress(ValueError):  # an unreadable tag means no rotation
             degrees = -float(stream.metadata["rotate"])  # the old tag is clockwise
     rounded = {0: 0, 1: 90, 2: 180, 3: -90}[round(degrees / 90) % 4]
     if abs(degrees - 90 * round(degrees / 90)) > 1:
-        logger.warning("%s: display rotation %.1f degrees is not a multiple of 90; using %d", path, degrees,
-                       rounded)
+        _warn_once(path, "%s: display rotation %.1f degrees is not a multiple of 90; using %d", path, degrees,
+                   rounded)
     return rounded
+
+
+def _warn_once(path: Path | str, message: str, *args) -> None:
+    """Logs a warning about a file once per process: one run probes and decodes a video several times."""
+    key = (os.path.abspath(path), message % args)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message, *args)
 
 
 def _instants(duration: float, *, times, fps, num_frames, start: float, end: float | None) -> np.ndarray:
@@ -444,6 +458,6 @@ def _decode_at(container, stream, instants: np.ndarray, timing: _Timing, rotatio
     if skipped:
         problems.insert(0, f"{skipped} packets could not be decoded")
     if problems:
-        logger.warning("%s is damaged (%s); instants without a good frame show the last good one", path,
-                       "; ".join(dict.fromkeys(problems)))
+        _warn_once(path, "%s is damaged (%s); instants without a good frame show the last good one", path,
+                   "; ".join(dict.fromkeys(problems)))
     return decoded
