@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: read the sizes off the checkpoint)")
     conv.set_defaults(func=_convert)
     add_lufs_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
