@@ -145,3 +145,12 @@ def test_fourier_features_match_the_matmul_form():
     w = dit.timestep_features.weight
     f = 2 * math.pi * t[:, None] @ w.T
     torch.testing.assert_close(dit.timestep_features(t), torch.cat([f.cos(), f.sin()], -1), rtol=0, atol=0)
+
+
+def test_cli_generate_dtype(tmp_path):
+    from triergon.triergon_core.cli import main
+
+    out = tmp_path / "bf16.wav"
+    assert main(["generate", "--seconds", "0.5", "--steps", "2", "--dtype", "bfloat16", "-q", "-o", str(out)]) == 0
+    audio = triergon.load_audio(out)
+    assert audio.shape == (2, 22050) and torch.isfinite(audio).all()
