@@ -12,16 +12,22 @@ CPU do not. Never asserts a time. `RTF_PRESET`, `RTF_SECONDS`, `RTF_STEPS`, `RTF
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import statistics
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+import triergon
 from triergon.triergon_core.cli_bench import add_bench_arguments, run_bench
 from triergon.triergon_core.model import build_model
-from triergon.triergon_core.rtf import VARIANTS, time_generation, warm_up
+from triergon.triergon_core.rtf import VARIANTS, format_summary, time_generation, warm_up
+from triergon.triergon_core.sampling import GuidedDenoiser
 
 PRESET = os.environ.get("RTF_PRESET", "tiny")
 SECONDS = [float(s) for s in os.environ.get("RTF_SECONDS", "2").split(",")]
@@ -51,11 +57,55 @@ def test_rtf(benchmark, model, seconds, variant):
                                 **{f"{variant}_ms": 1000 * best.wall_s})
 
 
+@torch.inference_mode()
+def step_times(preset: str, seconds: float, *, rounds: int = 10, device: str = DEVICE) -> dict[str, float]:
+    """Median seconds of one CFG-batched sampling step, reference vs cached path, the two alternating step by
+    step in one loop (so that load on a shared machine hits both alike)."""
+    model = build_model(preset, device=device, seed=0)
+    conditions = triergon.prepare_conditions(model, seconds=seconds)
+    context, global_cond = model.conditioner(conditions)
+    z = torch.randn(1, model.config.dit.io_channels, model.config.sequence.latent_frames(seconds), device=device)
+    t = torch.full((1,), 0.5, device=device)
+    denoisers = {name: GuidedDenoiser(model.dit, context, global_cond, cfg_scale=7.0,
+                                      cache_conditioning=name == "cached") for name in ("reference", "cached")}
+    times: dict[str, list[float]] = {name: [] for name in denoisers}
+    for i in range(rounds + 2):  # two warm-up rounds
+        for name, denoise in denoisers.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            denoise(z, t)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_rtf", description=__doc__.split("\n")[0])
     add_bench_arguments(parser)
+    parser.add_argument("--step-ratio", action="store_true", help="instead of whole generations: the median time "
+                        "of one sampling step, reference vs cached, alternating in one loop, per --seconds")
+    parser.add_argument("--summarize", nargs="+", metavar="JSON", help="instead of timing: one table (eager vs "
+                        "optimised per case) from the --json files of earlier runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.summarize:
+        rows = [row for path in args.summarize if Path(path).is_file() for row in json.loads(Path(path).read_text())]
+        print(format_summary(rows) if rows else "no RTF results to summarise")
+        return 0
+    if args.step_ratio:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(f"{args.preset}, one CFG-batched step, median of {args.repeats} alternating rounds, {args.device}"
+              + (f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""))
+        print("| seconds | reference ms | cached ms | cached / reference |\n| --- | --- | --- | --- |")
+        for seconds in args.seconds:
+            med = step_times(args.preset, seconds, rounds=args.repeats, device=args.device)
+            print(f"| {seconds:g} | {1000 * med['reference']:.2f} | {1000 * med['cached']:.2f} "
+                  f"| {med['cached'] / med['reference']:.3f} |")
+        return 0
     return run_bench(args)
 
 

@@ -65,6 +65,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print("condition encoders (apart, not in wall / RTF): " + ", ".join(f"{r.encoders_s:.3f} s" for r in rows))
     print(format_table(rows, ceiling_tflops=args.ceiling_tflops))
     if args.json:
+        extra = {"ceiling_tflops": args.ceiling_tflops} if args.ceiling_tflops else {}
         with open(args.json, "w") as f:
-            json.dump([r.as_dict() for r in rows], f, indent=1)
+            json.dump([r.as_dict() | extra for r in rows], f, indent=1)
     return 0

@@ -201,3 +201,26 @@ def format_table(rows: list[Timing], *, ceiling_tflops: float | None = None) -> 
         line += f" {base.sampling_s / r.sampling_s:.2f}x sampling, {base.wall_s / r.wall_s:.2f}x wall |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_summary(rows: list[dict]) -> str:
+    """One row per case from `Timing.as_dict()` rows: eager (reference path) vs optimised (cached path) wall
+    time, speed-up, and the optimised run's RTF, peak memory and DiT TFLOP/s (with its share of the matmul
+    ceiling when the row carries `ceiling_tflops`)."""
+    cases: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        case = (r["preset"], r["seconds"], r["steps"], r["sampler"], r["dtype"])
+        cases.setdefault(case, {})[r["variant"]] = r
+    lines = ["| preset | seconds | steps | sampler | dtype | eager s | optimised s | speed-up | RTF | peak memory "
+             "| TFLOP/s |", "|" + " --- |" * 11]
+    for (preset, seconds, steps, sampler, dtype), runs in cases.items():
+        eager, best = runs.get("reference"), runs.get("cached")
+        shown = best or eager
+        ceiling = shown.get("ceiling_tflops")
+        rate = f"{shown['dit_tflops']:.3g}" + (f" ({shown['dit_tflops'] / ceiling:.0%})" if ceiling else "")
+        cells = [preset, f"{seconds:g}", str(steps), sampler, dtype,
+                 f"{eager['wall_s']:.3f}" if eager else "-", f"{best['wall_s']:.3f}" if best else "-",
+                 f"{eager['wall_s'] / best['wall_s']:.2f}x" if eager and best else "-", f"{shown['rtf']:.4f}",
+                 f"{shown['peak_memory_bytes'] / 2**30:.2f} GiB", rate]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
