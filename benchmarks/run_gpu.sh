@@ -92,7 +92,7 @@ if ((INSTALL)); then
     fi
     echo "=== pip install -e .[dev] into $("$PY" -c 'import sys; print(sys.prefix)')"
     t0=$SECONDS
-    if ! timeout 600 "$PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"; then
+    if ! timeout $((BUDGET / 2)) "$PY" -m pip install --quiet --disable-pip-version-check -e "${ROOT}[dev]"; then
         echo "run_gpu.sh: pip could not install the project and its test extras (above): this script needs the"
         echo "package registries (pip's own PIP_INDEX_URL / PIP_FIND_LINKS settings apply)."
         exit 3
