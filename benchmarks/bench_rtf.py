@@ -58,9 +58,12 @@ def test_rtf(benchmark, model, seconds, variant):
 
 
 @torch.inference_mode()
-def step_times(preset: str, seconds: float, *, rounds: int = 10, device: str = DEVICE) -> dict[str, list[float]]:
+def step_times(preset: str, seconds: float, *, rounds: int = 10, device: str = DEVICE,
+               cpu_time: bool = False) -> dict[str, list[float]]:
     """Seconds of one CFG-batched sampling step, per round, reference vs cached path, the two alternating step
-    by step in one loop (so that load on a shared machine hits both alike)."""
+    by step in one loop (so that load on a shared machine hits both alike). `cpu_time` counts this process's
+    CPU seconds instead of wall time: on a CPU shared with other work, that is what the step itself costs."""
+    clock = time.process_time if cpu_time else time.perf_counter
     model = build_model(preset, device=device, seed=0)
     conditions = triergon.prepare_conditions(model, seconds=seconds)
     context, global_cond = model.conditioner(conditions)
@@ -73,12 +76,12 @@ def step_times(preset: str, seconds: float, *, rounds: int = 10, device: str = D
         for name, denoise in denoisers.items():
             if device == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             denoise(z, t)
             if device == "cuda":
                 torch.cuda.synchronize()
             if i >= 2:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     return times
 
 
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_arguments(parser)
     parser.add_argument("--step-ratio", action="store_true", help="instead of whole generations: the median time "
                         "of one sampling step, reference vs cached, alternating in one loop, per --seconds")
+    parser.add_argument("--cpu-time", action="store_true", help="with --step-ratio: the process's CPU seconds "
+                        "instead of wall time (for a CPU shared with other work; use --threads 1)")
     parser.add_argument("--summarize", nargs="+", metavar="JSON", help="instead of timing: one table (eager vs "
                         "optimised per case) from the --json files of earlier runs")
     args = parser.parse_args(argv)
@@ -100,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         print(f"{args.preset}, one CFG-batched step, {args.repeats} alternating rounds, {args.device}"
               + (f", {torch.get_num_threads()} threads" if args.device == "cpu" else "")
-              + "; fastest (min) and median ms")
+              + f"; fastest (min) and median ms of {'process CPU' if args.cpu_time else 'wall'} time")
         print("| seconds | reference min / median | cached min / median | cached / reference (min, median) |")
         print("| --- | --- | --- | --- |")
         for seconds in args.seconds:
-            ts = step_times(args.preset, seconds, rounds=args.repeats, device=args.device)
+            ts = step_times(args.preset, seconds, rounds=args.repeats, device=args.device, cpu_time=args.cpu_time)
             lo = {k: 1000 * min(v) for k, v in ts.items()}
             med = {k: 1000 * statistics.median(v) for k, v in ts.items()}
             ratios = f"{lo['cached'] / lo['reference']:.3f}, {med['cached'] / med['reference']:.3f}"

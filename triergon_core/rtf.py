@@ -70,6 +70,7 @@ class Timing:
     peak_memory_bytes: int
     peak_memory_kind: str
     dit_flops: int
+    cpu_s: float = 0.0  # this process's CPU seconds over the three stages: on a shared CPU, what the work cost
 
     @property
     def wall_s(self) -> float:
@@ -143,7 +144,7 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
         encoders_s = clock() - t0
 
     _sync(device)
-    t0 = clock()
+    c0, t0 = time.process_time(), clock()
     conditions = prepare_conditions(model, seconds=seconds)
     if embeddings:
         conditions = dataclasses.replace(conditions, **{k: v.to(device) for k, v in embeddings.items()})
@@ -159,7 +160,7 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     t2 = clock()
     model.vae.decode(latents.to(param.dtype), num_samples=model.config.sequence.num_samples(seconds))
     _sync(device)
-    t3 = clock()
+    t3, c3 = clock(), time.process_time()
 
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device), "cuda allocated"
@@ -171,7 +172,7 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     return Timing(preset=model.config.name, seconds=seconds, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
                   variant=variant, dtype=dtype or str(param.dtype).removeprefix("torch."), device=str(device),
                   conditions_s=t1 - t0, sampling_s=t2 - t1, decode_s=t3 - t2, encoders_s=encoders_s,
-                  peak_memory_bytes=peak, peak_memory_kind=kind, dit_flops=flops)
+                  peak_memory_bytes=peak, peak_memory_kind=kind, dit_flops=flops, cpu_s=c3 - c0)
 
 
 def warm_up(model: TriErgon, *, seconds: float, sampler: str, variant: str, dtype: str | None) -> None:
@@ -182,8 +183,8 @@ def warm_up(model: TriErgon, *, seconds: float, sampler: str, variant: str, dtyp
 
 def format_table(rows: list[Timing], *, ceiling_tflops: float | None = None) -> str:
     """A Markdown table; speed-up is the first row's wall time over each row's at the same case."""
-    head = ("| preset | seconds | steps | sampler | variant | dtype | wall s | RTF | step ms | conditions / sampling "
-            "/ decode | peak memory | DiT TFLOP/s |")
+    head = ("| preset | seconds | steps | sampler | variant | dtype | wall s | RTF | CPU s | step ms | conditions / "
+            "sampling / decode | peak memory | DiT TFLOP/s |")
     if ceiling_tflops:
         head += " of ceiling |"
     head += " speed-up |"
@@ -194,7 +195,8 @@ def format_table(rows: list[Timing], *, ceiling_tflops: float | None = None) -> 
         base = first.setdefault(case, r)
         s = r.shares()
         line = (f"| {r.preset} | {r.seconds:g} | {r.steps} | {r.sampler} | {r.variant} | {r.dtype} | {r.wall_s:.3f} "
-                f"| {r.rtf:.3f} | {r.step_ms:.2f} | {s['conditions']:.0%} / {s['sampling']:.0%} / {s['decode']:.0%} "
+                f"| {r.rtf:.3f} | {r.cpu_s:.2f} | {r.step_ms:.2f} "
+                f"| {s['conditions']:.0%} / {s['sampling']:.0%} / {s['decode']:.0%} "
                 f"| {r.peak_memory_bytes / 2**30:.2f} GiB ({r.peak_memory_kind}) | {r.dit_tflops:.3g} |")
         if ceiling_tflops:
             line += f" {r.dit_tflops / ceiling_tflops:.1%} |"
