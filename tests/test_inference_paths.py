@@ -39,9 +39,13 @@ def test_prepared_forward_equals_forward_over_steps(make):
     context = torch.randn(b, 8, c.cond_token_dim)
     context[1] = 0  # an unconditional row in the middle: its cross-attention is skipped
     global_cond = torch.randn(b, c.global_cond_dim)
+    seen = []  # batch rows reaching the cross-attention's query projection
+    dit.transformer.layers[0].cross_attn.to_q.register_forward_hook(lambda m, a, out: seen.append(a[0].shape[0]))
     with torch.no_grad():
         prepared = dit.prepare(context, global_cond)
         assert prepared.cross[0].rows.tolist() == [0, 2]
+        dit(torch.randn(b, c.io_channels, frames), torch.rand(b), prepared=prepared)
+        assert seen == [2]  # the zero row skipped its cross-attention
         errors = []
         for _ in range(3):  # the same prepared conditioning serves every step
             x, t = torch.randn(b, c.io_channels, frames), torch.rand(b)
