@@ -28,9 +28,15 @@ the forward op's autograd formula). Kernel design:
   without atomics (deterministic). When there are too few key tiles to fill the GPU (cross-attention to a
   few tokens), that loop is split over a third grid axis into fp32 partial sums that one `torch.sum` adds.
   The dq kernel gives one program per (BLOCK_M rows, batch * head) and loops over the key tiles.
-- On CUDA the block sizes, warps and stages are autotuned per (Lq, Lk, D, mask) with tiles never much
-  larger than the sequences; under TRITON_INTERPRET=1 fixed 16 x 16 tiles keep the interpreter fast.
-- fp32 inputs use exact (IEEE) fp32 dot products, not TF32.
+  The last ragged tile is not peeled: with EVEN_N false every key tile pays one compare-and-select on the
+  [BLOCK_M, BLOCK_N] scores, next to two tile products; peeling would duplicate each loop body (the
+  interpreter cannot call jitted helpers) for a gain that only a GPU profile could show, on an op that is
+  2-7% of the DiT's FLOPs.
+- On CUDA the block sizes, warps and stages are autotuned per (Lq bucket, Lk bucket, D, mask), each length
+  bucketed to the next power of two so that a new clip length does not re-tune, with tiles never much larger
+  than the sequences; under TRITON_INTERPRET=1 fixed 16 x 16 tiles keep the interpreter fast.
+- fp32 inputs use `tf32x3` dot products on the GPU (three TF32 tensor-core products, about fp32 accuracy)
+  and exact IEEE products under the interpreter.
 """
 
 from __future__ import annotations
@@ -91,7 +97,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               key_padding_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
-    """Attention through the backend chosen by `TRIERGON_KERNELS` (Triton flash attention, or SDPA).
+    """Attention through the backend chosen by `TRIERGON_KERNELS` (`auto`: SDPA until a GPU measurement
+    shows the Triton flash attention ahead at a shape; `triton`: flash attention; `torch`: SDPA).
 
     Args:
         q: [batch, heads, q_len, head_dim].
@@ -101,7 +108,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         scale: softmax scale, 1/sqrt(head_dim) by default.
     """
     _check(q, k, v, key_padding_mask)
-    if use_triton("attention", q):
+    shape = {"batch": q.shape[0], "heads": q.shape[1], "kv_heads": k.shape[1], "q_len": q.shape[2],
+             "k_len": k.shape[2], "head_dim": q.shape[3]}
+    if use_triton("attention", q, shape):
         reason = _unsupported_reason(q)
         if reason is None:
             return flash_attention(q, k, v, key_padding_mask, scale)
@@ -165,7 +174,7 @@ def _kernels(interpret: bool):
             return lambda fn: fn
         return triton.autotune(configs=[triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
                                         for m, n, w, s in configs],
-                               key=["Lq", "Lk", "D", "HAS_MASK"],
+                               key=["Lq_key", "Lk_key", "D", "HAS_MASK"],
                                prune_configs_by={"early_config_prune": _prune_configs})
 
     even = triton.heuristics({"EVEN_M": lambda a: a["Lq"] % a["BLOCK_M"] == 0,
@@ -177,7 +186,7 @@ def _kernels(interpret: bool):
     def fwd(Q, K, V, Mask, Out, Lse,
             stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
             stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-            H, GROUPS, Lq, Lk, qk_scale,
+            H, GROUPS, Lq, Lk, Lq_key, Lk_key, qk_scale,
             HAS_MASK: tl.constexpr, DOT: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
             BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
         pid_bh = tl.program_id(1)
@@ -257,7 +266,7 @@ def _kernels(interpret: bool):
                  stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                  stride_vb, stride_vh, stride_vn, stride_dob, stride_doh, stride_dom,
                  stride_dks, stride_dkb, stride_dkh, stride_dkn, stride_dvs, stride_dvb, stride_dvh, stride_dvn,
-                 H, GROUPS, Lq, Lk, sm_scale, qk_scale, SPLITS,
+                 H, GROUPS, Lq, Lk, Lq_key, Lk_key, sm_scale, qk_scale, SPLITS,
                  HAS_MASK: tl.constexpr, DOT: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
         pid_bhk = tl.program_id(1)
@@ -324,7 +333,7 @@ def _kernels(interpret: bool):
                stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                stride_vb, stride_vh, stride_vn, stride_dob, stride_doh, stride_dom,
                stride_dqb, stride_dqh, stride_dqm,
-               H, GROUPS, Lq, Lk, sm_scale, qk_scale,
+               H, GROUPS, Lq, Lk, Lq_key, Lk_key, sm_scale, qk_scale,
                HAS_MASK: tl.constexpr, DOT: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr):
         pid_bh = tl.program_id(1)
@@ -400,8 +409,22 @@ def _blocks() -> dict[str, int]:
 
 
 def _dot_precision(q: torch.Tensor) -> str:
-    # Exact fp32 products for fp32 inputs (not TF32); 16-bit inputs take the default path.
-    return "ieee" if q.dtype == torch.float32 else "tf32"
+    # fp32 inputs: three TF32 tensor-core products (hi*hi + hi*lo + lo*hi), close to fp32 accuracy at tensor-core
+    # speed, instead of IEEE FMA on the CUDA cores. The interpreter only knows exact products ("ieee"), so the
+    # tf32x3 path is checked on a GPU only. 16-bit inputs take the default path (their precision is ignored).
+    if q.dtype != torch.float32 or interpreting():
+        return "ieee"
+    return "tf32x3"
+
+
+def _tune_keys(q_len: int, k_len: int) -> tuple[int, int]:
+    """The lengths the autotuner keys on: the next power of two, so that a new clip length reuses the tiles
+    tuned for its bucket instead of stalling to re-tune (the tiles depend on the scale, not the exact size)."""
+    return _next_power_of_2(q_len), _next_power_of_2(k_len)
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -455,7 +478,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask
     fwd[lambda meta: (_cdiv(q_len, meta["BLOCK_M"]), batch * heads)](
         q, k, v, _mask_arg(key_padding_mask, q), out, lse,
         *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-        heads, heads // kv_heads, q_len, k_len, scale * LOG2E,
+        heads, heads // kv_heads, q_len, k_len, *_tune_keys(q_len, k_len), scale * LOG2E,
         HAS_MASK=key_padding_mask is not None, DOT=_dot_precision(q), D=head_dim, **_blocks())
     return out, lse
 
@@ -488,13 +511,13 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
         dv = v.new_empty((splits, *v.shape), dtype=torch.float32)
     dkdv[lambda meta: (_cdiv(k_len, meta["BLOCK_N"]), batch * kv_heads, splits)](
         q, k, v, mask, dout, lse, delta, dk, dv, *common, *_strides(dk), *_strides(dv),
-        heads, groups, q_len, k_len, scale, qk_scale, splits,
+        heads, groups, q_len, k_len, *_tune_keys(q_len, k_len), scale, qk_scale, splits,
         HAS_MASK=key_padding_mask is not None, DOT=_dot_precision(q), D=head_dim, **_blocks())
     dk, dv = (dk[0], dv[0]) if splits == 1 else (dk.sum(0).to(k.dtype), dv.sum(0).to(v.dtype))
 
     dq_kernel[lambda meta: (_cdiv(q_len, meta["BLOCK_M"]), batch * heads)](
         q, k, v, mask, dout, lse, delta, dq, *common, *_strides(dq),
-        heads, groups, q_len, k_len, scale, qk_scale,
+        heads, groups, q_len, k_len, *_tune_keys(q_len, k_len), scale, qk_scale,
         HAS_MASK=key_padding_mask is not None, DOT=_dot_precision(q), D=head_dim, **_blocks())
     return dq, dk, dv
 

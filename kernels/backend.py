@@ -1,9 +1,11 @@
 """The one switch between Triton kernels and their PyTorch references: `TRIERGON_KERNELS=auto|triton|torch`.
 
-- `auto` (default): Triton where it can run (CUDA tensors with Triton importable, or any tensor under
-  `TRITON_INTERPRET=1`), the PyTorch reference elsewhere, with one log line saying why.
-- `triton`: always Triton; an op that cannot honour it raises.
-- `torch`: always the PyTorch references (SDPA for attention, eager Snake).
+- `auto` (default): per op and shape, whichever path measured faster on a GPU. `TRITON_FASTER` below is the
+  one table of those measurements (benchmarks/RESULTS.md); where it has no entry (today: every op and shape,
+  as no GPU figure shows a Triton kernel ahead yet) auto takes the PyTorch path (SDPA for attention, eager
+  Snake), with one log line per op saying why.
+- `triton`: always Triton (CUDA, or the CPU under `TRITON_INTERPRET=1`); an op that cannot honour it raises.
+- `torch`: always the PyTorch references.
 
 Triton is imported lazily, the first time an op asks, never at package import.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -62,26 +65,41 @@ def triton_unavailable_reason(x: torch.Tensor) -> str | None:
     return f"tensors are on {x.device.type}, and Triton runs on CUDA (or on the CPU under TRITON_INTERPRET=1)"
 
 
+# op -> (tensor, shape) -> whether its Triton kernel measured faster than the PyTorch path there, on a GPU.
+# Fill an entry only from a GPU figure in benchmarks/RESULTS.md (card, date, commit); `auto` follows it. No
+# figure exists yet, so the table is empty and auto runs the PyTorch path everywhere.
+TRITON_FASTER: dict[str, Callable[[torch.Tensor, dict[str, int]], bool]] = {}
+
+_NOT_MEASURED = "no GPU measurement shows the Triton kernel ahead at this shape ({ENV}=triton forces it)"
+
+
 @functools.cache
 def _log_fallback(op: str, reason: str) -> None:
     logger.info("%s: using the PyTorch reference, not Triton: %s", op, reason)
 
 
-def use_triton(op: str, x: torch.Tensor) -> bool:
-    """Whether `op` on tensor `x` runs its Triton kernel, following TRIERGON_KERNELS.
+def use_triton(op: str, x: torch.Tensor, shape: dict[str, int] | None = None) -> bool:
+    """Whether `op` on tensor `x` runs its Triton kernel, following TRIERGON_KERNELS: the one place that
+    decides, per op and shape.
 
     Args:
-        op: the op's name, for messages.
-        x: a representative input (its device decides).
+        op: the op's name (the key of `TRITON_FASTER`, and for messages).
+        x: a representative input (its device decides whether Triton can run).
+        shape: the sizes `TRITON_FASTER[op]` decides on (e.g. q_len, k_len, head_dim).
     """
     backend = requested_backend()
     if backend == "torch":
         return False
     reason = triton_unavailable_reason(x)
-    if reason is None:
-        return True
     if backend == "triton":
-        raise KernelBackendError(f"{ENV}=triton, but {op} cannot use Triton: {reason}")
+        if reason is not None:
+            raise KernelBackendError(f"{ENV}=triton, but {op} cannot use Triton: {reason}")
+        return True
+    if reason is None:
+        faster = TRITON_FASTER.get(op)
+        if not interpreting() and faster is not None and faster(x, shape or {}):
+            return True
+        reason = _NOT_MEASURED.format(ENV=ENV)
     if not torch.compiler.is_compiling():  # Dynamo cannot trace logging under fullgraph=True
         _log_fallback(op, reason)
     return False

@@ -67,7 +67,7 @@ def snake_beta(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor)
         log_alpha: log of the frequency, [channels].
         log_beta: log of the magnitude, [channels].
     """
-    if x.dtype not in KERNEL_DTYPES or not use_triton("snake_beta", x):
+    if x.dtype not in KERNEL_DTYPES or not use_triton("snake_beta", x, {"channels": x.shape[1], "time": x.shape[2]}):
         return snake_beta_reference(x, log_alpha, log_beta)
     if torch.compiler.is_compiling():
         return torch.ops.triergon.snake_beta(x, log_alpha, log_beta)

@@ -252,7 +252,7 @@ def _small(head_dim=16, device=DEVICE):
 
 
 @needs_kernels
-@pytest.mark.parametrize(("backend", "expected"), [("auto", "triton"), ("triton", "triton"), ("torch", "sdpa")])
+@pytest.mark.parametrize(("backend", "expected"), [("auto", "sdpa"), ("triton", "triton"), ("torch", "sdpa")])
 def test_backend_switch_where_triton_runs(monkeypatch, spies, backend, expected):
     monkeypatch.setenv(ENV, backend)
     q, k, v, mask = _small()

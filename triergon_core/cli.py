@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
+from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
@@ -57,7 +59,8 @@ def _generate(args: argparse.Namespace) -> int:
         audio = generate(model, seconds=args.seconds, video=args.video, text=args.text, audio=args.audio, lufs=lufs,
                          lufs_fit=args.lufs_fit, encoders=encoders, cache=cache, seed=args.seed,
                          batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
-                         sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n))
+                         sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n),
+                         dtype=args.dtype)
     out = Path(args.output)
     paths = [out] if len(audio) == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(len(audio))]
     rate = model.config.sequence.sample_rate
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed (item i of a batch uses seed + i)")
     gen.add_argument("--batch-size", type=int, default=1, help="number of variations")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    gen.add_argument("--dtype", choices=DTYPES, help="run the DiT under autocast to this dtype (bfloat16 on a GPU: "
+                     "about half the time and memory); default: the weights' dtype")
     gen.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="output bit depth "
                      "(32 = float, WAV only)")
     gen.add_argument("-o", "--output", required=True, help="output .wav / .flac, or .mp4 / .mkv / .mov: a copy of "
@@ -139,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: read the sizes off the checkpoint)")
     conv.set_defaults(func=_convert)
     add_lufs_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

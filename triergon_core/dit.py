@@ -8,6 +8,7 @@ feed-forward. Keys equal stable-audio-tools' `DiffusionTransformer`, so SAO's Di
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,36 +36,63 @@ class LayerNorm(nn.Module):
 
 
 class FourierFeatures(nn.Module):
-    """t -> [cos(2 pi t W), sin(2 pi t W)] (cosine first, as SAO's timestep features)."""
+    """t -> [cos(2 pi t W), sin(2 pi t W)] (cosine first, as SAO's timestep features).
+
+    Computed in float32 whatever the weights' dtype (a bf16 angle of 2 pi t W is off by up to a few tenths of
+    a radian); the result is returned in the weights' dtype for the next linear layer."""
 
     def __init__(self, *, out_features: int, std: float = 1.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features // 2, 1) * std)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        f = 2 * math.pi * t[:, None] @ self.weight.T
-        return torch.cat([f.cos(), f.sin()], dim=-1)
+        # An elementwise outer product, not `@`: autocast would run a matmul in bf16. With one inner term the
+        # two give the same float32 products.
+        f = (2 * math.pi * t.float())[:, None] * self.weight.float()[:, 0]
+        return torch.cat([f.cos(), f.sin()], dim=-1).to(self.weight.dtype)
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary angles for the first `dim` channels of a head; channel i pairs with i + dim/2."""
+    """Rotary angles for the first `dim` channels of a head; channel i pairs with i + dim/2.
+
+    `inv_freq` stays float32 when the model is cast to 16 bits (`.to(torch.bfloat16)`, `.half()`): in bf16 the
+    angle of position 1300 would be off by about 0.2 rad. (float64 casts follow.)"""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("inv_freq", ROTARY_BASE ** -(torch.arange(0, dim, 2).float() / dim))
+
+    def _apply(self, fn, recurse=True):
+        before = self.inv_freq
+        super()._apply(fn, recurse)
+        if before.is_floating_point() and torch.finfo(self.inv_freq.dtype).bits < 32:
+            kept = self.inv_freq.float() if before.is_meta else before.to(self.inv_freq.device)
+            self.inv_freq = kept
+        return self
 
     def forward(self, length: int) -> torch.Tensor:
         t = torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)
         freqs = torch.outer(t, self.inv_freq.float())
         return torch.cat([freqs, freqs], dim=-1)
 
+    def cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of the angles of positions 0..length-1, float32 [length, dim]: once per forward."""
+        freqs = self(length)
+        return freqs.cos(), freqs.sin()
 
-def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate the first freqs.shape[-1] channels of x [B, H, L, D] (in float32), pass the rest through."""
-    rot = freqs.shape[-1]
+
+def apply_rotary(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] channels of x [B, H, L, D] (in float32), pass the rest through.
+
+    Args:
+        x: queries or keys, [B, H, L, D].
+        rotary: (cos, sin) from `RotaryEmbedding.cos_sin`, float32 [L, rot].
+    """
+    cos, sin = rotary
+    rot = cos.shape[-1]
     x_rot, x_pass = x[..., :rot].float(), x[..., rot:]
     x1, x2 = x_rot.chunk(2, dim=-1)
-    rotated = x_rot * freqs.cos() + torch.cat([-x2, x1], dim=-1) * freqs.sin()
+    rotated = x_rot * cos + torch.cat([-x2, x1], dim=-1) * sin
     return torch.cat([rotated.to(x.dtype), x_pass], dim=-1)
 
 
@@ -75,9 +103,9 @@ class SelfAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.to_out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
-        out = attention(apply_rotary(q, freqs), apply_rotary(k, freqs), v)
+        out = attention(apply_rotary(q, rotary), apply_rotary(k, rotary), v)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -95,10 +123,23 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, *self.keys_values(context), context_mask)
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, kv_heads, tokens, head_dim] of the context: constant across sampling steps."""
+        k, v = self.to_kv(context).chunk(2, -1)
+        return (rearrange(k, "b n (h d) -> b h n d", h=self.kv_heads),
+                rearrange(v, "b n (h d) -> b h n d", h=self.kv_heads))
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               context_mask: torch.Tensor | None = None) -> torch.Tensor:
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
-        k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.kv_heads) for t in self.to_kv(context).chunk(2, -1))
         out = attention(q, k, v, key_padding_mask=context_mask)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+    def zero_for_zero_context(self) -> bool:
+        """Whether an all-zero context gives an exactly zero output (no biases on the way)."""
+        return self.to_kv.bias is None and self.to_out.bias is None
 
 
 class GLU(nn.Module):
@@ -131,11 +172,43 @@ class TransformerBlock(nn.Module):
         self.ff_norm = LayerNorm(dim)
         self.ff = FeedForward(dim=dim, mult=ff_mult)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, freqs: torch.Tensor,
+    def forward(self, x: torch.Tensor, context: torch.Tensor | CrossKV, rotary: tuple[torch.Tensor, torch.Tensor],
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.pre_norm(x), freqs)
-        x = x + self.cross_attn(self.cross_attend_norm(x), context, context_mask)
+        """One block; `context` is the context tokens, or their cached keys and values (`CrossKV`)."""
+        x = x + self.self_attn(self.pre_norm(x), rotary)
+        if not isinstance(context, CrossKV):
+            x = x + self.cross_attn(self.cross_attend_norm(x), context, context_mask)
+        elif context.rows is None:
+            x = x + self.cross_attn.attend(self.cross_attend_norm(x), context.k, context.v, context.mask)
+        elif context.rows.numel():
+            # Only the rows whose context is not all zero: the others' cross-attention is exactly zero.
+            rows = context.rows
+            out = self.cross_attn.attend(self.cross_attend_norm(x.index_select(0, rows)), context.k, context.v,
+                                         context.mask)
+            x = x.index_add(0, rows, out)
         return x + self.ff(self.ff_norm(x))
+
+
+@dataclass(frozen=True)
+class CrossKV:
+    """One block's cross-attention keys and values, for the batch rows `rows` (None: every row)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: torch.Tensor | None
+    rows: torch.Tensor | None
+
+
+@dataclass
+class PreparedConditioning:
+    """What stays constant across the sampling steps of one generation, computed once by `DiT.prepare`:
+    the projected global conditioning, every block's cross-attention keys and values, and the rotary tables
+    (per sequence length, filled on first use)."""
+
+    global_embed: torch.Tensor
+    cross: list[CrossKV]
+    batch_size: int
+    rotary: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class ContinuousTransformer(nn.Module):
@@ -153,9 +226,20 @@ class ContinuousTransformer(nn.Module):
     def forward(self, x: torch.Tensor, prepend: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = torch.cat([prepend, self.project_in(x)], dim=1)
-        freqs = self.rotary_pos_emb(x.shape[1])
+        rotary = self.rotary_pos_emb.cos_sin(x.shape[1])
         for layer in self.layers:
-            x = layer(x, context, freqs, context_mask)
+            x = layer(x, context, rotary, context_mask)
+        return self.project_out(x)
+
+    def forward_prepared(self, x: torch.Tensor, prepend: torch.Tensor,
+                         prepared: PreparedConditioning) -> torch.Tensor:
+        x = torch.cat([prepend, self.project_in(x)], dim=1)
+        length = x.shape[1]
+        if length not in prepared.rotary:
+            prepared.rotary[length] = self.rotary_pos_emb.cos_sin(length)
+        rotary = prepared.rotary[length]
+        for layer, cross in zip(self.layers, prepared.cross, strict=True):
+            x = layer(x, cross, rotary)
         return self.project_out(x)
 
 
@@ -193,8 +277,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.preprocess_conv.weight)
         nn.init.zeros_(self.postprocess_conv.weight)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, global_cond: torch.Tensor,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                global_cond: torch.Tensor | None = None, context_mask: torch.Tensor | None = None, *,
+                prepared: PreparedConditioning | None = None) -> torch.Tensor:
         """One denoiser evaluation.
 
         Args:
@@ -204,15 +289,54 @@ class DiT(nn.Module):
             global_cond: global conditioning [B, global_cond_dim] (timing embeddings).
             context_mask: optional [B, tokens], True for tokens to attend to (SAO ignores masks; None
                 reproduces it).
+            prepared: instead of context / global_cond / context_mask, what `prepare` computed from them once
+                (the sampler's path: the same result without recomputing the constant parts every step).
 
         Returns:
             the v prediction, [B, io_channels, frames].
         """
         assert x.dim() == 3 and x.shape[1] == self.config.io_channels, f"{x.shape=} {self.config.io_channels=}"
         assert t.shape == (x.shape[0],), f"{t.shape=} {x.shape=}"
-        context = self.to_cond_embed(context)
-        prepend = self.to_global_embed(global_cond) + self.to_timestep_embed(self.timestep_features(t))
+        if prepared is None:
+            assert context is not None and global_cond is not None, "give context and global_cond, or prepared"
+            global_embed = self.to_global_embed(global_cond)
+        else:
+            assert context is None and global_cond is None and context_mask is None, "prepared replaces them"
+            assert prepared.batch_size == x.shape[0], f"{prepared.batch_size=} {x.shape=}"
+            global_embed = prepared.global_embed
+        prepend = global_embed + self.to_timestep_embed(self.timestep_features(t))
         x = self.preprocess_conv(x) + x
-        out = self.transformer(rearrange(x, "b c n -> b n c"), prepend[:, None], context, context_mask)
+        x = rearrange(x, "b c n -> b n c")
+        if prepared is None:
+            out = self.transformer(x, prepend[:, None], self.to_cond_embed(context), context_mask)
+        else:
+            out = self.transformer.forward_prepared(x, prepend[:, None], prepared)
         out = rearrange(out, "b n c -> b c n")[:, :, 1:]
         return self.postprocess_conv(out) + out
+
+    def prepare(self, context: torch.Tensor, global_cond: torch.Tensor, context_mask: torch.Tensor | None = None,
+                *, skip_zero_context: bool = True) -> PreparedConditioning:
+        """Compute once what every sampling step of a generation shares (inference only; no autograd).
+
+        Args:
+            context, global_cond, context_mask: as `forward`'s.
+            skip_zero_context: rows whose E is exactly zero (the unconditional half of CFG) skip the
+                cross-attention, whose output is then exactly zero (when the layers have no biases).
+                Deciding this reads the context once on the host, here, never inside the sampling loop.
+        """
+        batch = context.shape[0]
+        embedded = self.to_cond_embed(context)
+        rows = None
+        if skip_zero_context and self._zero_context_is_zero():
+            nonzero = context.flatten(1).ne(0).any(dim=1)
+            if not bool(nonzero.all()):
+                rows = nonzero.nonzero()[:, 0]
+                embedded = embedded.index_select(0, rows)
+                context_mask = None if context_mask is None else context_mask.index_select(0, rows)
+        cross = [CrossKV(*block.cross_attn.keys_values(embedded), context_mask, rows)
+                 for block in self.transformer.layers]
+        return PreparedConditioning(global_embed=self.to_global_embed(global_cond), cross=cross, batch_size=batch)
+
+    def _zero_context_is_zero(self) -> bool:
+        no_bias = all(layer.bias is None for layer in self.to_cond_embed if isinstance(layer, nn.Linear))
+        return no_bias and all(block.cross_attn.zero_for_zero_context() for block in self.transformer.layers)
