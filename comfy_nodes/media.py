@@ -106,14 +106,13 @@ def write_frames(frames: torch.Tensor, fps: Fraction, path: Path) -> Path:
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.time_base = 1 / fps
         stream.options = {"crf": "12", "preset": "veryfast"}
         for i in range(t):
             rgb = (frames[i].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
             if (ph, pw) != (h, w):
                 rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, stream.time_base
+            frame.pts, frame.time_base = i, 1 / fps
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     tmp.replace(path)
