@@ -130,6 +130,16 @@ def temp_directory() -> Path:
 # --- model management ----------------------------------------------------------------------------------------
 
 
+class _Holder(nn.Module):
+    """What the patcher manages: ComfyUI sets `.device` on it, which Hugging Face models refuse (a read-only
+    property), so every module is held by this plain container."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+        self.device = next(module.parameters()).device
+
+
 class Managed:
     """A module under ComfyUI's model management (its model patcher, loaded with `load_models_gpu`, so it leaves
     the GPU when other models need the room and "unload models" frees it); without ComfyUI, the plain device."""
@@ -142,7 +152,8 @@ class Managed:
         if self._patcher is None:
             mm, mp = comfy("comfy.model_management"), comfy("comfy.model_patcher")
             cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
-            self._patcher = cls(self.module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+            self._patcher = cls(_Holder(self.module), load_device=mm.get_torch_device(),
+                                offload_device=mm.unet_offload_device())
         return self._patcher
 
     def __repr__(self) -> str:
