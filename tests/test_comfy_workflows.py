@@ -156,3 +156,59 @@ def test_graph_inputs_are_not_mutated(comfy_dirs):
     assert torch.equal(frames, before) and torch.equal(latent.latents, latents)
     assert torch.equal(audio["waveform"], wave)
     assert cond.seconds == 1.0 and wave.shape[-1] == 44100
+
+
+class VideoFromComponents:
+    """Like comfy_api's: frames and a Fraction rate, no file (its stream source would re-encode every frame)."""
+
+    def __init__(self, images, rate):
+        self.images, self.rate = images, rate
+
+    def get_components(self):
+        from triergon.comfy_nodes.video_type import Components
+
+        return Components(self.images, self.rate)
+
+    def get_stream_source(self):
+        raise AssertionError("the nodes read a components video by its components")
+
+
+class BytesVideo:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def get_components(self):
+        raise AssertionError("the nodes read a file video by its stream")
+
+    def get_stream_source(self):
+        import io
+
+        return io.BytesIO(self.data)
+
+
+def test_core_video_kinds_components_and_bytes(comfy_dirs):
+    from triergon import NODE_CLASS_MAPPINGS as nodes
+
+    inputs, _ = comfy_dirs
+    duration = example_video(inputs, Fraction(30000, 1001), seconds=1.0)
+    audio = {"waveform": torch.zeros(1, 2, 44100 * 2), "sample_rate": 44100}
+    (muxed,) = nodes["TriErgonMuxVideo"]().mux(audio, video=BytesVideo((inputs / "triergon_example.mp4").read_bytes()))
+    assert probe_video(muxed.get_stream_source()).duration == pytest.approx(duration, abs=1e-9)
+    frames = torch.rand(30, 20, 30, 3)
+    (muxed,) = nodes["TriErgonMuxVideo"]().mux(audio, video=VideoFromComponents(frames, Fraction(30000, 1001)))
+    path = muxed.get_stream_source()
+    assert probe_video(path).duration == pytest.approx(30 * 1001 / 30000, abs=1e-9)
+    assert audio_stream_seconds(Path(path))[0] == pytest.approx(30 * 1001 / 30000, abs=1 / 44100)
+
+
+def test_video_longer_than_the_window_is_refused_with_the_limit(comfy_dirs):
+    from triergon import NODE_CLASS_MAPPINGS as nodes
+
+    inputs, _ = comfy_dirs
+    path = inputs / "long.mp4"
+    write_video(path, fps=1, num_frames=61, size=(16, 16))
+    (model,) = nodes["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    (video, audio, fps, seconds) = nodes["TriErgonLoadVideo"]().load("long.mp4")
+    assert audio is None and seconds == pytest.approx(61.0) and fps == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="60 s window"):
+        nodes["TriErgonEncodeConditions"]().encode(model, video=video)
