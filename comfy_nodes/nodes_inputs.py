@@ -60,10 +60,16 @@ class TriErgonModelLoader:
 
     @classmethod
     def IS_CHANGED(cls, checkpoint, precision="auto", languagebind=NONE, dinov2=NONE, lufs_predictor=NONE):
-        files = [host.find_model(checkpoint)] if not checkpoint.startswith("preset: ") else []
+        files = [] if checkpoint.startswith("preset: ") else [(checkpoint, None)]
         if lufs_predictor not in (NONE, TINY_RANDOM):
-            files.append(host.find_model(lufs_predictor, "lufs_predictor"))
-        return "|".join([*map(file_signature, files), precision, languagebind, dinov2])
+            files.append((lufs_predictor, "lufs_predictor"))
+        signatures = []
+        for name, kind in files:
+            try:
+                signatures.append(file_signature(host.find_model(name, kind)))
+            except FileNotFoundError:  # the loader itself reports it, with the folder to use
+                signatures.append(f"missing:{name}")
+        return "|".join([*signatures, precision, languagebind, dinov2])
 
 
 class TriErgonLoadVideo:

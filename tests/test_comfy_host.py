@@ -128,3 +128,24 @@ def test_is_changed_follows_the_file(tmp_path, monkeypatch):
     assert load_video.IS_CHANGED("clip.mp4") != first
     assert load_video.VALIDATE_INPUTS("clip.mp4") is True
     assert "not found" in load_video.VALIDATE_INPUTS("other.mp4")
+
+
+def test_loader_is_changed_follows_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIERGON_MODELS_DIR", str(tmp_path))
+    loader = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]
+    assert loader.IS_CHANGED("preset: tiny (random weights)") == loader.IS_CHANGED("preset: tiny (random weights)")
+    missing = loader.IS_CHANGED("model.safetensors")
+    (tmp_path / "model.safetensors").write_bytes(b"1")
+    present = loader.IS_CHANGED("model.safetensors")
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    assert len({missing, present, loader.IS_CHANGED("model.safetensors")}) == 3
+
+
+def test_pyproject_carries_the_registry_fields():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    comfy = data["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=")
+    assert data["project"]["urls"]["Repository"]
