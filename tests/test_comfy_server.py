@@ -116,6 +116,15 @@ def test_object_info_lists_every_node_with_its_inputs(server):
     assert "triergon_example.mp4" in info["TriErgonLoadVideo"]["input"]["required"]["video"][0]
 
 
+def test_example_workflows_are_served_as_templates(server):
+    url, _ = server
+    listed = _get(f"{url}/workflow_templates")["triergon"]
+    for name in EXAMPLES:
+        assert name in listed and f"{name}.api" in listed
+        ui = _get(f"{url}/api/workflow_templates/triergon/{name}.json")
+        assert {n["type"] for n in ui["nodes"]} == {v["class_type"] for v in load_api(name).values()}
+
+
 def _run(url: str, prompt: dict) -> dict:
     prompt_id = _post(f"{url}/prompt", {"prompt": prompt, "client_id": "triergon-test"})["prompt_id"]
     deadline = time.time() + RUN_TIMEOUT_S
