@@ -167,3 +167,26 @@ def test_example_workflow_runs_and_saves(server, name):
         else:
             assert end == pytest.approx(2.0, abs=1 / 44100), path
     shutil.copytree(base / "output", base / f"kept-{name}", dirs_exist_ok=True)
+
+
+def test_cancel_stops_a_long_sampling_run(server):
+    url, _ = server
+    prompt = load_api("triergon_text_reference_audio")
+    prompt["5"]["inputs"]["steps"] = 1000  # minutes on a CPU: only Cancel ends it soon
+    prompt["5"]["inputs"]["seed"] = 12345
+    prompt_id = _post(f"{url}/prompt", {"prompt": prompt, "client_id": "triergon-test"})["prompt_id"]
+    deadline = time.time() + 120
+    while not _get(f"{url}/queue")["queue_running"]:
+        assert time.time() < deadline, "the prompt never started"
+        time.sleep(0.5)
+    time.sleep(20)  # well into the sampling loop (model loading and encoding take a few seconds)
+    started = time.time()
+    urllib.request.urlopen(urllib.request.Request(f"{url}/interrupt", b"", method="POST"), timeout=30).close()
+    while True:
+        entry = _get(f"{url}/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
+            break
+        assert time.time() - started < 60, "Cancel did not stop the run"
+        time.sleep(0.5)
+    interrupted = [data for kind, data in entry["status"]["messages"] if kind == "execution_interrupted"]
+    assert interrupted and interrupted[0]["node_id"] == "5", entry["status"]  # in Sample
