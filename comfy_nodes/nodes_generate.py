@@ -79,6 +79,12 @@ class TriErgonEncodeConditions:
         seconds = duration or (source and video_duration(model.model, frames_or_file, source.fps and float(source.fps)))
         if not seconds:
             raise ValueError("set a duration, or connect a video to take the duration from")
+        wanted = [name for name, value in (("text", text.strip()), ("video", source), ("reference audio",
+                                                                                   reference_audio)) if value]
+        if wanted and model.encoders is None:
+            raise ValueError(f"{' / '.join(wanted)} conditioning needs LanguageBind towers for {model.name!r}: put "
+                             "a LanguageBind folder in models/triergon/languagebind/ and choose it in Load Tri-Ergon "
+                             "Model")
         reference = None if reference_audio is None else audio_stereo(reference_audio, what="reference_audio")
         model.use("encoders")
         conditions = prepare_conditions(model.model, seconds=seconds, text=text.strip() or None, audio=reference,

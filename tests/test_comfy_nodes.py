@@ -188,3 +188,15 @@ def test_predict_without_lufs_models_says_what_to_choose():
     assert model.random_weights and math.isclose(model.config.sequence.max_seconds, 60.0)
     with pytest.raises(ValueError, match="DINOv2 and T_LUFS"):
         predict().predict(model, images=torch.zeros(3, 8, 8, 3), fps=25.0)
+
+
+def test_conditions_without_towers_say_where_to_put_them():
+    from dataclasses import replace
+
+    (model,) = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    bare = replace(model, encoders=None)
+    encode = NODE_CLASS_MAPPINGS["TriErgonEncodeConditions"]()
+    with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind.*models/triergon/languagebind"):
+        encode.encode(bare, text="rain", duration=1.0)
+    (cond,) = encode.encode(bare, duration=1.0)  # no condition but the duration: no towers needed
+    assert cond.seconds == 1.0 and cond.conditions.text is None
