@@ -63,8 +63,27 @@ def test_example_files_are_twins():
                      if isinstance(v, list)}
         assert links == api_links
         for nid, node in api.items():
-            widgets = [v for v in node["inputs"].values() if not isinstance(v, list)]
-            assert all(w in nodes[nid]["widgets_values"] for w in widgets), (name, nid)
+            assert widget_values(node["class_type"], nodes[nid]["widgets_values"]) | {
+                k: v for k, v in node["inputs"].items() if not isinstance(v, list)} == widget_values(
+                node["class_type"], nodes[nid]["widgets_values"]), (name, nid)
+
+
+def widget_values(class_type: str, values: list) -> dict:
+    """UI widgets_values by input name, in INPUT_TYPES order (a seed's control_after_generate value skipped)."""
+    from _comfy_graph import CORE
+
+    from triergon import NODE_CLASS_MAPPINGS
+
+    spec = (NODE_CLASS_MAPPINGS.get(class_type) or CORE[class_type]).INPUT_TYPES()
+    named, values = {}, list(values)
+    for name, entry in {**spec.get("required", {}), **spec.get("optional", {})}.items():
+        if isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            named[name] = values.pop(0)
+            if len(entry) > 1 and entry[1].get("control_after_generate"):
+                assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
+    assert not values, f"{class_type}: widgets_values left over: {values}"
+    assert not any(isinstance(v, list) for v in named.values()), named
+    return named
 
 
 @pytest.mark.parametrize("fps", [Fraction(24000, 1001), Fraction(25), Fraction(30000, 1001), Fraction(60000, 1001)],
