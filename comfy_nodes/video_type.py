@@ -75,7 +75,8 @@ class FileVideo:
 
     def save_to(self, path: str | os.PathLike, format: str = "auto", codec: str = "auto",
                 metadata: dict | None = None) -> None:
-        if str(format) not in ("auto", "mp4", "VideoContainer.AUTO") or str(codec) not in ("auto", "h264"):
+        format, codec = getattr(format, "value", format), getattr(codec, "value", codec)  # enums or strings
+        if format not in ("auto", "mp4") or codec not in ("auto", "h264"):
             raise ValueError("this stand-in VIDEO only copies its file (format and codec 'auto')")
         shutil.copyfile(self._file, path)
 
