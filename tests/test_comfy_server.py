@@ -165,7 +165,7 @@ def test_example_workflow_runs_and_saves(server, name):
             assert probe_video(path).duration == pytest.approx(video_seconds, abs=1e-6)
             assert end == pytest.approx(video_seconds, abs=1 / 44100), path
         else:
-            assert end == pytest.approx(2.0, abs=1 / 44100), path
+            assert end == pytest.approx(1.0, abs=1 / 44100), path
     shutil.copytree(base / "output", base / f"kept-{name}", dirs_exist_ok=True)
 
 

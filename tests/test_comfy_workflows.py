@@ -139,22 +139,22 @@ def test_text_and_reference_audio_graph_as_saved(comfy_dirs):
     _, out = comfy_dirs
     results = run_prompt(load_api("triergon_text_reference_audio"), out)
     assert results["2"][0]["waveform"].shape == (1, 1, 144000)  # mono 48 kHz, as core LoadAudio gives it
-    assert results["6"][0]["waveform"].shape == (1, 2, 88200)
+    assert results["6"][0]["waveform"].shape == (1, 2, 44100)
     (saved,) = out.rglob("*.flac")
     with av.open(str(saved)) as c:
         stream = c.streams.audio[0]
         samples = sum(f.samples for f in c.decode(stream))
-        assert (stream.codec_context.channels, stream.codec_context.sample_rate, samples) == (2, 44100, 88200)
+        assert (stream.codec_context.channels, stream.codec_context.sample_rate, samples) == (2, 44100, 44100)
 
 
 def test_mapping_audio_from_another_pack(comfy_dirs):
     _, out = comfy_dirs
     prompt = load_api("triergon_text_reference_audio")
-    lazy = LazyAudio(torch.randn(1, 2, 32000) * 0.1, 32000)
+    lazy = LazyAudio(torch.randn(1, 2, 16000) * 0.1, 32000)
     overrides = fast(prompt, **{"3": {"reference_audio": lazy}, "4": {"audio": lazy}})
     results = run_prompt(prompt, out, overrides=overrides)
-    assert results["6"][0]["waveform"].shape == (1, 2, 88200)
-    assert results["4"][0].num_frames == 6  # the 1 s reference's curve, resampled to 2 s by the Sample node
+    assert results["6"][0]["waveform"].shape == (1, 2, 44100)
+    assert results["4"][0].num_frames == 3  # the 0.5 s reference's curve, resampled to 1 s by the Sample node
 
 
 def test_graph_inputs_are_not_mutated(comfy_dirs):
