@@ -152,7 +152,9 @@ class Managed:
         if self._patcher is None:
             mm, mp = comfy("comfy.model_management"), comfy("comfy.model_patcher")
             cls = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
-            self._patcher = cls(_Holder(self.module), load_device=mm.get_torch_device(),
+            # ComfyUI logs the holder's class name ("Requested to load DiT"): name it after the module's class.
+            holder = type(type(self.module).__name__, (_Holder,), {})(self.module)
+            self._patcher = cls(holder, load_device=mm.get_torch_device(),
                                 offload_device=mm.unet_offload_device())
         return self._patcher
 
