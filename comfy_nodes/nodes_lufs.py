@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..triergon_core.lufs_curve import LufsCurve
-from ..triergon_core.lufs_edits import apply_edits, parse_edits, widget_edits
+from ..triergon_core.lufs_edit_text import apply_edits, parse_edits, widget_edits
 from ..triergon_core.lufs_plot import plot_curves
 from ..triergon_core.lufs_predictor import predict_lufs
 from .media import MAX_FPS, audio_stereo, resolve_video

@@ -12,7 +12,7 @@ import torch
 from triergon import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from triergon.comfy_nodes.media import audio_stereo, fps_fraction, resolve_video
 from triergon.triergon_core.lufs_curve import LufsCurve
-from triergon.triergon_core.lufs_edits import edit_curve, parse_edits
+from triergon.triergon_core.lufs_edit_text import edit_curve, parse_edits
 
 NODE_IDS = {"TriErgonModelLoader", "TriErgonLoadVideo", "TriErgonEncodeConditions", "TriErgonPredictLUFS",
             "TriErgonMeasureLUFS", "TriErgonEditLUFSCurve", "TriErgonPlotLUFS", "TriErgonSample", "TriErgonDecode",
