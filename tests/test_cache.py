@@ -19,8 +19,11 @@ class CountingEncoders:
 
     def __init__(self, seed: int = TINY_SEED):
         self.inner = LanguageBindEncoders.tiny_random(embed_dim=get_preset("tiny").conditioning.embed_dim, seed=seed)
-        self.identity = self.inner.identity
+        self.identity, self.embed_dim = self.inner.identity, self.inner.embed_dim
         self.calls = {"text": 0, "audio": 0, "video": 0, "video-file": 0}
+
+    def require(self, modalities):
+        self.inner.require(modalities)
 
     def encode_text(self, texts):
         self.calls["text"] += len(texts)
@@ -34,9 +37,9 @@ class CountingEncoders:
         self.calls["video"] += len(frames)
         return self.inner.encode_video(frames)
 
-    def encode_video_file(self, path):
+    def encode_video_file(self, path, *, start=0.0, end=None):
         self.calls["video-file"] += 1
-        return self.inner.encode_video_file(path)
+        return self.inner.encode_video_file(path, start=start, end=end)
 
 
 def test_same_content_is_encoded_once():

@@ -47,6 +47,7 @@ _ENCODERS = {
     ".wav": {16: ("pcm_s16le", "s16"), 24: ("pcm_s24le", "s32"), 32: ("pcm_f32le", "flt")},
     ".flac": {16: ("flac", "s16"), 24: ("flac", "s32")},
 }
+AUDIO_FORMATS = tuple(_ENCODERS)
 _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
 
 
