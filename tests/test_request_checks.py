@@ -188,7 +188,7 @@ def test_conditions_with_raw_inputs_or_another_duration_are_refused(tiny):
     for extra in ({"text": "rain"}, {"audio": torch.zeros(2, 100)}, {"video": torch.rand(4, 8, 8, 3)},
                   {"lufs": torch.full((2, 12), -20.0)}, {"lufs_fit": "pad"}):
         with pytest.raises(ValueError, match=f"{next(iter(extra))} cannot be combined with conditions="):
-            generate(tiny, conditions=cond, steps=STEPS, **extra)
+            generate(tiny, seconds=2.0, conditions=cond, steps=STEPS, **extra)
     with pytest.raises(ValueError, match=r"prepared for 2 s but seconds=4"):
         generate(tiny, seconds=4.0, conditions=cond, steps=STEPS)
     # without seconds, the prepared duration
@@ -202,13 +202,13 @@ def test_float16_sao_checkpoint_converts_and_generates(tmp_path, caplog, capsys)
     sao = {k: v.half() for k, v in sao_layout(triergon.build_model("tiny", seed=3)).items()}
     save_file(sao, tmp_path / "model.safetensors")
     assert main(["convert", "--from-sao", str(tmp_path / "model.safetensors"), str(tmp_path / "c.safetensors")]) == 0
-    assert "stored as float16" in capsys.readouterr().out
-    state, _ = read_state_dict(tmp_path / "c.safetensors")
-    assert {v.dtype for v in state.values()} == {torch.float16}  # one dtype in the file, the source's
     caplog.set_level(logging.INFO)
     assert main(["generate", "--checkpoint", str(tmp_path / "c.safetensors"), "--seconds", "1", "--steps", "2",
                  "-q", "-o", str(tmp_path / "x.wav")]) == 0
     assert "stores float16 weights: loaded as float32" in caplog.text
+    assert "stored as float16" in capsys.readouterr().out
+    state, _ = read_state_dict(tmp_path / "c.safetensors")
+    assert {v.dtype for v in state.values()} == {torch.float16}  # one dtype in the file, the source's
     model = load_checkpoint(tmp_path / "c.safetensors", dtype=None)
     assert {p.dtype for p in model.parameters()} == {torch.float16}
 

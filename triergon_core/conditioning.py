@@ -31,13 +31,9 @@ def normalize_lufs(lufs: torch.Tensor) -> torch.Tensor:
     return (lufs.clamp(LUFS_FLOOR, LUFS_CEIL) - LUFS_FLOOR) / (LUFS_CEIL - LUFS_FLOOR)
 
 
-def task_id(*, text: bool, audio: bool, video: bool) -> int:
-    """The paper's task id: 4*text + 2*audio + 1*video (<e_L, mask, e_V> = 5)."""
-    return int(task_ids({"text": text, "audio": audio, "video": video}))
-
-
 def task_ids(present):
-    """Task ids from presence flags per modality (bools, or bool tensors [B] for a batch), by `TASK_WEIGHTS`."""
+    """The paper's task id, 4*text + 2*audio + 1*video (<e_L, mask, e_V> = 5), by `TASK_WEIGHTS`, from presence
+    flags per modality: bools (an int), or integer tensors [B] for a batch (a tensor of ids)."""
     return sum(TASK_WEIGHTS[name] * present[name] for name in MODALITIES)
 
 
