@@ -119,6 +119,15 @@ def test_bad_outputs_are_refused_before_any_model(tmp_path, clip, caplog, nothin
     _fails(["generate", "--seconds", "1", "--lufs-from", out, "-q", "-o", out], caplog, "--lufs-from not found")
 
 
+def test_library_writers_check_their_paths_too(tmp_path, clip):
+    (tmp_path / "folder.wav").mkdir()
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        triergon.write_audio(tmp_path / "folder.wav", torch.zeros(2, 100))
+    with pytest.raises(ValueError, match="is a directory"):
+        triergon.mux_audio(clip, torch.zeros(2, 100), tmp_path / "folder.mp4")
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_cfg_scale_names_the_option(value, tmp_path, caplog, nothing_heavy):
     _fails(["generate", "--seconds", "1", f"--cfg-scale={value}", "-q", "-o", tmp_path / "x.wav"], caplog, "cfg_scale")

@@ -175,6 +175,9 @@ def write_audio(
     """
     path = Path(path)
     encoders = check_audio_output(path, bits=bits)
+    from .checks import check_output_path
+
+    check_output_path(path, formats=AUDIO_FORMATS, what="output")
     if sample_rate <= 0:
         raise AudioError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
     audio = torch.as_tensor(audio).detach().cpu()

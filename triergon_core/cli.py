@@ -64,6 +64,8 @@ def _generate(args: argparse.Namespace) -> int:
              for p in _output_paths(out, args.batch_size)]
     config = checkpoint_config_of(args.checkpoint, preset=args.preset) if args.checkpoint else \
         get_preset(args.preset or "tiny")
+    if args.video:
+        probe_video(args.video)  # a file that is no usable video fails here, also when --seconds is given
     seconds = resolve_seconds(config, args.seconds, args.video)
     lufs = None
     if args.lufs:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checks import check_output_path
+from .checks import check_device, check_output_path
 from .lufs_curve import LufsCurve, plot_curves
 from .lufs_plot import PLOT_FORMATS
 
@@ -86,8 +86,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .lufs_predictor import load_dinov2, load_predictor, predict_lufs
 
     _check_outputs(args)
-    features = load_dinov2(args.dinov2, device=args.device)
-    predictor = load_predictor(args.weights, device=args.device)
+    device = check_device(args.device)
+    features = load_dinov2(args.dinov2, device=device)
+    predictor = load_predictor(args.weights, device=device)
     curve = predict_lufs(args.video, features=features, predictor=predictor)
     args.title = args.title or f"predicted loudness of {Path(args.video).name}"
     _write_curve(curve, args)
