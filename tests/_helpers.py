@@ -83,3 +83,45 @@ def condition_clips() -> dict[str, torch.Tensor]:
     """A seeded batch of 3 reference-audio clips (1 s) and 3 videos (11 frames of 24 x 40)."""
     g = torch.Generator().manual_seed(0)
     return {"audio": torch.randn(3, 2, 44100, generator=g) * 0.1, "video": torch.rand(3, 11, 24, 40, 3, generator=g)}
+
+
+def sao_layout(model) -> dict[str, torch.Tensor]:
+    """A Tri-Ergon model's tensors under the keys of SAO's checkpoint (without what SAO lacks)."""
+    out = {"pretransform.model." + k: v for k, v in model.vae.state_dict().items()}
+    out |= {"model.model." + k: v for k, v in model.dit.state_dict().items()}
+    for name in ("seconds_start", "seconds_total"):
+        sub = getattr(model.conditioner, name).state_dict()
+        out |= {f"conditioner.conditioners.{name}." + k: v for k, v in sub.items()}
+    return out
+
+
+class CountingEncoders:
+    """The tiny preset's LanguageBind towers, counting how often each modality is really encoded."""
+
+    def __init__(self, seed: int | None = None):
+        from triergon.triergon_core.languagebind import TINY_SEED, LanguageBindEncoders
+        from triergon.triergon_core.presets import get_preset
+
+        dim = get_preset("tiny").conditioning.embed_dim
+        self.inner = LanguageBindEncoders.tiny_random(embed_dim=dim, seed=TINY_SEED if seed is None else seed)
+        self.identity, self.embed_dim = self.inner.identity, self.inner.embed_dim
+        self.calls = {"text": 0, "audio": 0, "video": 0, "video-file": 0}
+
+    def require(self, modalities):
+        self.inner.require(modalities)
+
+    def encode_text(self, texts):
+        self.calls["text"] += len(texts)
+        return self.inner.encode_text(texts)
+
+    def encode_audio(self, audio):
+        self.calls["audio"] += len(audio)
+        return self.inner.encode_audio(audio)
+
+    def encode_video(self, frames):
+        self.calls["video"] += len(frames)
+        return self.inner.encode_video(frames)
+
+    def encode_video_file(self, path, *, start=0.0, end=None):
+        self.calls["video-file"] += 1
+        return self.inner.encode_video_file(path, start=start, end=end)

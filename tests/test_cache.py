@@ -6,37 +6,12 @@ import logging
 
 import pytest
 import torch
+from _helpers import CountingEncoders
 from _videos import write_video
 
 import triergon
 from triergon.triergon_core.cache import CachedEncoders, EmbeddingCache, tensor_digest
-from triergon.triergon_core.languagebind import TINY_SEED, LanguageBindEncoders
 from triergon.triergon_core.presets import get_preset
-
-
-class CountingEncoders:
-    """The tiny preset's LanguageBind towers, counting how often each modality is really encoded."""
-
-    def __init__(self, seed: int = TINY_SEED):
-        self.inner = LanguageBindEncoders.tiny_random(embed_dim=get_preset("tiny").conditioning.embed_dim, seed=seed)
-        self.identity = self.inner.identity
-        self.calls = {"text": 0, "audio": 0, "video": 0, "video-file": 0}
-
-    def encode_text(self, texts):
-        self.calls["text"] += len(texts)
-        return self.inner.encode_text(texts)
-
-    def encode_audio(self, audio):
-        self.calls["audio"] += len(audio)
-        return self.inner.encode_audio(audio)
-
-    def encode_video(self, frames):
-        self.calls["video"] += len(frames)
-        return self.inner.encode_video(frames)
-
-    def encode_video_file(self, path):
-        self.calls["video-file"] += 1
-        return self.inner.encode_video_file(path)
 
 
 def test_same_content_is_encoded_once():

@@ -15,7 +15,7 @@ from triergon.triergon_core.conditioning import (
     Conditions,
     NumberConditioner,
     normalize_lufs,
-    task_id,
+    task_ids,
 )
 from triergon.triergon_core.config import ConditioningConfig, SequenceConfig
 from triergon.triergon_core.model import build_model
@@ -54,9 +54,9 @@ def test_task_id_all_combinations():
     expected = {(False, False, False): 0, (False, False, True): 1, (False, True, False): 2, (False, True, True): 3,
                 (True, False, False): 4, (True, False, True): 5, (True, True, False): 6, (True, True, True): 7}
     for (text, audio, video), want in expected.items():
-        assert task_id(text=text, audio=audio, video=video) == want
-    assert task_id(text=True, audio=False, video=True) == 5  # the paper's <e_L, mask, e_V>
-    assert sorted(task_id(text=t, audio=a, video=v) for t, a, v in COMBINATIONS) == list(range(8))
+        assert task_ids({"text": text, "audio": audio, "video": video}) == want
+    assert task_ids({"text": True, "audio": False, "video": True}) == 5  # the paper's <e_L, mask, e_V>
+    assert sorted(task_ids({"text": t, "audio": a, "video": v}) for t, a, v in COMBINATIONS) == list(range(8))
 
 
 @pytest.mark.parametrize("m", [1, 2])
@@ -70,7 +70,7 @@ def test_modality_tokens_for_every_combination(m):
             e, g = cond_model(cond)
         assert e.shape == (b, 8 * m, d) and g.shape == (b, 2 * d)
         parts = blocks(e, m)
-        tid = task_id(text=text, audio=audio, video=video)
+        tid = task_ids({"text": text, "audio": audio, "video": video})
         expected_task = cond_model.task_embedding.weight[tid].detach().expand(b, m, d)
         assert torch.equal(parts["task"], expected_task), (text, audio, video)
         assert parts["task"].abs().sum() > 0

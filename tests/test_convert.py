@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from _helpers import load_case, max_rel_err, split_case
+from _helpers import load_case, max_rel_err, sao_layout, split_case
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -32,16 +32,6 @@ def to_new_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             if key.endswith("." + old):
                 key = key[: -len(old)] + new
         out[key] = value
-    return out
-
-
-def sao_layout(model) -> dict[str, torch.Tensor]:
-    """A Tri-Ergon model's tensors under the keys of SAO's checkpoint (without what SAO lacks)."""
-    out = {"pretransform.model." + k: v for k, v in model.vae.state_dict().items()}
-    out |= {"model.model." + k: v for k, v in model.dit.state_dict().items()}
-    for name in ("seconds_start", "seconds_total"):
-        sub = getattr(model.conditioner, name).state_dict()
-        out |= {f"conditioner.conditioners.{name}." + k: v for k, v in sub.items()}
     return out
 
 

@@ -50,6 +50,7 @@ _ENCODERS = {
     ".wav": {16: ("pcm_s16le", "s16"), 24: ("pcm_s24le", "s32"), 32: ("pcm_f32le", "flt")},
     ".flac": {16: ("flac", "s16"), 24: ("flac", "s32")},
 }
+AUDIO_FORMATS = tuple(_ENCODERS)
 _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
 
 
@@ -177,6 +178,9 @@ def write_audio(
     """
     path = Path(path)
     encoders = check_audio_output(path, bits=bits)
+    from .checks import check_output_path
+
+    check_output_path(path, formats=AUDIO_FORMATS, what="output")
     if sample_rate <= 0:
         raise AudioError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
     audio = torch.as_tensor(audio).detach().cpu()

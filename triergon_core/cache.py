@@ -1,10 +1,10 @@
 """Embedding cache: re-running on the same inputs does not re-encode them.
 
 Keys are the SHA-256 of the encoder's identity, the modality and the input's content (the text's UTF-8
-bytes, the audio or frame tensor's dtype, shape and bytes, a video file's bytes), so a changed input or
-another encoder never hits a stale entry. Entries live in memory (bounded, least recently used first out)
-and, when a folder is given, on disk as one safetensors file per entry, shared across processes and runs
-(a ComfyUI graph re-executes often).
+bytes, the audio or frame tensor's dtype, shape and bytes, a video file's bytes and the span of it encoded),
+so a changed input or another encoder never hits a stale entry. Entries live in memory (bounded, least
+recently used first out) and, when a folder is given, on disk as one safetensors file per entry, shared
+across processes and runs (a ComfyUI graph re-executes often).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -112,6 +113,13 @@ class CachedEncoders:
         self.encoders, self.identity = encoders, identity
         self.cache = cache if cache is not None else EmbeddingCache()
 
+    @property
+    def embed_dim(self) -> int:
+        return self.encoders.embed_dim
+
+    def require(self, modalities: Collection[str]) -> None:
+        self.encoders.require(modalities)
+
     def _cached(self, modality: str, digest: bytes, compute) -> torch.Tensor:
         key = EmbeddingCache.key(self.identity, modality, digest)
         value = self.cache.get(key)
@@ -132,5 +140,9 @@ class CachedEncoders:
         return torch.cat([self._cached("video", tensor_digest(f), lambda f=f: self.encoders.encode_video(f[None]))
                           for f in frames])
 
-    def encode_video_file(self, path: str | os.PathLike) -> torch.Tensor:
-        return self._cached("video-file", file_digest(path), lambda: self.encoders.encode_video_file(path))
+    def encode_video_file(self, path: str | os.PathLike, *, start: float = 0.0,
+                          end: float | None = None) -> torch.Tensor:
+        # the span is part of what is encoded: the same file cut elsewhere is another entry
+        span = f"\0{float(start)!r}:{'end' if end is None else repr(float(end))}".encode()
+        return self._cached("video-file", file_digest(path) + span,
+                            lambda: self.encoders.encode_video_file(path, start=start, end=end))

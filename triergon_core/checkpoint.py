@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+from collections import Counter
 from collections.abc import Mapping, Set
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ._fs import atomic_write_path
+from .checks import check_output_path
 from .config import ModelConfig
 from .model import COMPONENTS, TriErgon, build_model, resolve_config
 
@@ -47,7 +50,11 @@ def save_checkpoint(model: TriErgon, path: str | os.PathLike, *,
 
 
 def write_module(module: torch.nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, str]) -> Path:
-    """A module's state dict as a safetensors file with string `metadata`, written atomically."""
+    """A module's state dict as a safetensors file with string `metadata`, written atomically.
+
+    The file is always safetensors, so `path` must end in `.safetensors` (a `.pt` name would promise a pickle).
+    """
+    check_output_path(path, formats=(".safetensors",), what="checkpoint")
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_write_path(path) as tmp:
         save_file(state, tmp, metadata=dict(metadata))
@@ -65,8 +72,16 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.suffix in PICKLE_SUFFIXES:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            # PyTorch's own message advises weights_only=False, i.e. running whatever code the file holds.
+            raise CheckpointError(
+                f"{path} holds pickled Python objects besides tensors, which could run code when loaded, so it "
+                "was not loaded (only weights-only pickles are read). If you trust its source, convert it once: "
+                "load it in Python, keep its tensors and save them with safetensors.torch.save_file as a "
+                ".safetensors file (for Stable Audio Open, `triergon convert --from-sao`)") from e
         except Exception as e:
-            raise CheckpointError(f"{path} could not be read as a weights-only torch checkpoint: {e}") from e
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path} could not be read as a weights-only torch checkpoint: {reason}") from e
         if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
             obj = obj["state_dict"]
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -107,8 +122,39 @@ def checkpoint_config(metadata: Mapping[str, str]) -> ModelConfig | None:
     return ModelConfig.from_json(text) if text else None
 
 
+def checkpoint_config_of(path: str | os.PathLike, *, preset: str | ModelConfig | None = None) -> ModelConfig:
+    """The config `load_checkpoint(path, preset=preset)` builds, read without loading any tensor (a
+    safetensors file's header); checks run before a model is built use it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, or no config stored and no preset given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if preset is not None:
+        return resolve_config(preset)
+    stored = None
+    if path.suffix not in PICKLE_SUFFIXES:
+        try:
+            with safe_open(path, framework="pt") as f:
+                stored = checkpoint_config(f.metadata() or {})
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    if stored is None:
+        raise CheckpointError(f"{path} stores no model config; pass the preset it was made for")
+    return stored
+
+
+def stored_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The floating-point dtype most of `state`'s floating tensors have (float32 when there are none)."""
+    counts = Counter(v.dtype for v in state.values() if v.is_floating_point())
+    return counts.most_common(1)[0][0] if counts else torch.float32
+
+
 def load_checkpoint(path: str | os.PathLike, *, preset: str | ModelConfig | None = None,
-                    device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> TriErgon:
+                    device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32) -> TriErgon:
     """Load a Tri-Ergon checkpoint into a new model.
 
     Args:
@@ -116,21 +162,27 @@ def load_checkpoint(path: str | os.PathLike, *, preset: str | ModelConfig | None
             state dict (`.ckpt`, read weights-only).
         preset: the preset (or config) the weights must fit; default: the config stored in the file.
         device: where the model goes.
-        dtype: cast floating-point weights to this dtype (default: as stored).
+        dtype: the dtype of every floating-point weight (default float32, the dtype `generate` runs in); weights
+            stored in another one (e.g. a float16 checkpoint) are cast, and a log line says so. None keeps the
+            dtype most weights are stored in, for the whole model (a mixed file never gives a mixed model).
     """
+    config = checkpoint_config_of(path, preset=preset)
     state, metadata = read_state_dict(path)
     stored = checkpoint_config(metadata)
-    if preset is None and stored is None:
-        raise CheckpointError(f"{path} stores no model config; pass the preset it was made for")
-    config = resolve_config(preset) if preset is not None else stored
-    assert config is not None
-    if stored is not None and preset is not None and stored != config:
+    if stored is not None and stored != config:
         logger.info("checkpoint %s was saved as %r, loading it as %r", path, stored.name, config.name)
     model, _ = assemble_model(config, state, what=f"checkpoint {path}")
-    model = model.to(device=device)
-    if dtype is not None:
-        model = model.to(dtype=dtype)
-    return model.eval()
+    most = stored_dtype(state)
+    mixed = {v.dtype for v in state.values() if v.is_floating_point()} - {most}
+    target = most if dtype is None else dtype
+    if target != most or mixed:
+        logger.info("checkpoint %s stores %s weights%s: loaded as %s", path, _dtype_name(most),
+                    f" (and some {', '.join(sorted(map(_dtype_name, mixed)))})" if mixed else "", _dtype_name(target))
+    return model.to(device=device, dtype=target).eval()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def assemble_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, partial: bool = False,

@@ -10,41 +10,65 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, checkpoint_config_of, load_checkpoint
+from .checks import check_device, check_input_file, check_output_path, check_seed
 from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
 from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
-from .sampling import SAMPLERS
+from .sampling import PAPER_SAMPLING, SAMPLERS, SamplingSettings
+from .video import probe_video
 
 logger = logging.getLogger("triergon")
+
+
+# Without --checkpoint the weights are random, seeded with this fixed value rather than --seed, so that --seed
+# only picks the noise: item i of a batch then equals a run with seed + i, as documented.
+RANDOM_WEIGHTS_SEED = 0
+
+
+def _output_paths(out: Path, batch_size: int) -> list[Path]:
+    return [out] if batch_size == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(batch_size)]
 
 
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .audio import check_audio_output, load_audio, write_audio
+    from .audio import AUDIO_FORMATS, check_audio_output, load_audio, write_audio
     from .cache import EmbeddingCache
-    from .generate import generate
+    from .generate import fit_lufs, generate, resolve_encoders, resolve_seconds
     from .languagebind import load_languagebind
-    from .mux import MUX_FORMATS, mux_audio
+    from .mux import MUX_FORMATS, check_mux_output, mux_audio
 
-    # check the output before minutes of sampling
-    muxing = Path(args.output).suffix.lower() in MUX_FORMATS
+    # Every argument, input file and output path is checked before the model is built (minutes, gigabytes).
+    device = check_device(args.device)
+    check_seed(args.seed, batch_size=args.batch_size)
+    settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
+    inputs = {"VIDEO": args.video, "--audio": args.audio, "--lufs": args.lufs, "--lufs-from": args.lufs_from,
+              "--checkpoint": args.checkpoint}
+    for what, path in inputs.items():
+        if path is not None:
+            check_input_file(path, what=what)
+    read = {("the input video" if what == "VIDEO" else f"the {what} file"): p for what, p in inputs.items()}
+    out = Path(args.output).expanduser()
+    muxing = out.suffix.lower() in MUX_FORMATS
     if muxing and not args.video:
         raise ValueError(f"{args.output} is a video file: give the input VIDEO to put the audio into, "
                          "or write a .wav / .flac")
-    if not muxing:
-        check_audio_output(args.output, bits=args.bits)
-    if args.checkpoint:
-        model = load_checkpoint(args.checkpoint, preset=args.preset, device=args.device)
+    if muxing:
+        bits = check_mux_output(out, bits=args.bits)
     else:
-        preset = args.preset or "tiny"
-        logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
-                       "Trained weights come later (see README).", preset)
-        model = build_model(preset, device=args.device, seed=args.seed)
+        bits = 16 if args.bits is None else args.bits
+        check_audio_output(out, bits=bits)
+    paths = [check_output_path(p, formats=(*AUDIO_FORMATS, *MUX_FORMATS), what="-o", inputs=read)
+             for p in _output_paths(out, args.batch_size)]
+    config = checkpoint_config_of(args.checkpoint, preset=args.preset) if args.checkpoint else \
+        get_preset(args.preset or "tiny")
+    if args.video:
+        probe_video(args.video)  # a file that is no usable video fails here, also when --seconds is given
+    seconds = resolve_seconds(config, args.seconds, args.video)
     lufs = None
     if args.lufs:
         try:
@@ -53,25 +77,43 @@ def _generate(args: argparse.Namespace) -> int:
             raise ValueError(f"--lufs {e}") from e
     elif args.lufs_from:
         lufs = LufsCurve.measure(load_audio(args.lufs_from))
-    encoders = load_languagebind(args.languagebind, device=args.device) if args.languagebind else None
+    fit_lufs(config, lufs, seconds, args.lufs_fit)
+    reference = load_audio(args.audio) if args.audio else None
+    encoders = load_languagebind(args.languagebind, device=device) if args.languagebind else None
+    requested = [name for name, value in (("text", args.text), ("audio", args.audio), ("video", args.video)) if value]
+    encoders = resolve_encoders(config, requested, encoders)
     cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
-    with tqdm(total=args.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
-        audio = generate(model, seconds=args.seconds, video=args.video, text=args.text, audio=args.audio, lufs=lufs,
+
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
+    else:
+        logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
+                       "Trained weights come later (see README).", config.name)
+        model = build_model(config, device=device, seed=RANDOM_WEIGHTS_SEED)
+    with tqdm(total=settings.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
+        audio = generate(model, seconds=seconds, video=args.video, text=args.text, audio=reference, lufs=lufs,
                          lufs_fit=args.lufs_fit, encoders=encoders, cache=cache, seed=args.seed,
-                         batch_size=args.batch_size, steps=args.steps, cfg_scale=args.cfg_scale,
-                         sampler=args.sampler, callback=lambda step, total, x0: bar.update(step - bar.n),
+                         batch_size=args.batch_size, steps=settings.steps, cfg_scale=settings.cfg_scale,
+                         sampler=settings.sampler, callback=lambda step, total, x0: bar.update(step - bar.n),
                          dtype=args.dtype)
-    out = Path(args.output)
-    paths = [out] if len(audio) == 1 else [out.with_stem(f"{out.stem}_{i}") for i in range(len(audio))]
     rate = model.config.sequence.sample_rate
     for path, clip in zip(paths, audio, strict=True):
         if muxing:
-            mux_audio(args.video, clip.cpu(), path, sample_rate=rate)
-            print(f"wrote {path} (the video with {clip.shape[-1] / rate:.3f} s of generated stereo audio)")
+            mux_audio(args.video, clip.cpu(), path, sample_rate=rate, bits=bits)
+            print(f"wrote {path} (the video with {_muxed_report(probe_video(args.video).duration, clip, rate)})")
         else:
-            write_audio(path, clip.cpu(), sample_rate=rate, bits=args.bits)
+            write_audio(path, clip.cpu(), sample_rate=rate, bits=bits)
             print(f"wrote {path} ({clip.shape[-1]} samples, {clip.shape[0]} channels, {rate} Hz)")
     return 0
+
+
+def _muxed_report(video_seconds: float, clip: torch.Tensor, rate: int) -> str:
+    """What the muxed file holds: the video's length of audio, and whether the generated clip was cut or padded."""
+    made = clip.shape[-1] / rate
+    kept = f"{video_seconds:.3f} s of generated stereo audio"
+    if round(video_seconds * rate) == clip.shape[-1]:
+        return kept + ")"
+    return kept + f"; the {made:.3f} s generated were {'trimmed' if made > video_seconds else 'padded'} to fit)"
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -91,6 +133,7 @@ def _presets(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .sao import convert_sao_checkpoint
 
+    check_input_file(args.source, what="--from-sao")
     config, report = convert_sao_checkpoint(args.source, args.output, preset=args.preset)
     print(f"{report.summary()}\nwrote {args.output} (config {config.name!r})")
     return 0
@@ -118,16 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--lufs-fit", choices=FIT_POLICIES, default="error",
                      help="when the curve's length differs from --seconds: error (default), resample, pad, trim, "
                           "pad_or_trim")
-    gen.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
-    gen.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
-    gen.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m", help="sampler (default dpmpp-2m)")
+    gen.add_argument("--steps", type=int, default=PAPER_SAMPLING.steps,
+                     help=f"sampling steps (default {PAPER_SAMPLING.steps}, the paper's)")
+    gen.add_argument("--cfg-scale", type=float, default=PAPER_SAMPLING.cfg_scale,
+                     help=f"classifier-free guidance scale (default {PAPER_SAMPLING.cfg_scale:g}, the paper's)")
+    gen.add_argument("--sampler", choices=list(SAMPLERS), default=PAPER_SAMPLING.sampler,
+                     help=f"sampler (default {PAPER_SAMPLING.sampler}, the paper's)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (item i of a batch uses seed + i)")
     gen.add_argument("--batch-size", type=int, default=1, help="number of variations")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument("--dtype", choices=DTYPES, help="run the DiT under autocast to this dtype (bfloat16 on a GPU: "
                      "about half the time and memory); default: the weights' dtype")
-    gen.add_argument("--bits", type=int, default=16, choices=(16, 24, 32), help="output bit depth "
-                     "(32 = float, WAV only)")
+    gen.add_argument("--bits", type=int, choices=(16, 24, 32), help="output bit depth (default 16; 32 = float, "
+                     "WAV only; with .mkv the FLAC track's: 16 or 24; not for AAC in .mp4 / .mov)")
     gen.add_argument("-o", "--output", required=True, help="output .wav / .flac, or .mp4 / .mkv / .mov: a copy of "
                      "VIDEO with the generated audio (video stream copied); a batch writes NAME_i")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -139,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert other checkpoints to Tri-Ergon's format")
     conv.add_argument("--from-sao", dest="source", required=True, metavar="PATH",
                       help="Stable Audio Open model.safetensors or model.ckpt")
-    conv.add_argument("output", metavar="OUT", help="output .safetensors")
+    conv.add_argument("output", metavar="OUT", help="output .safetensors (the only format written)")
     conv.add_argument("--preset", choices=list(PRESETS), help="check the weights against this preset "
                       "(default: read the sizes off the checkpoint)")
     conv.set_defaults(func=_convert)

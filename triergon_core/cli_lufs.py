@@ -6,7 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from .checks import check_device, check_output_path
 from .lufs_curve import LufsCurve, plot_curves
+from .lufs_plot import PLOT_FORMATS
+
+CURVE_FORMATS = (".json", ".csv")  # what LufsCurve.save writes
+
+
+def _check_outputs(args: argparse.Namespace, *, curve_output: bool = True) -> None:
+    """Check -o (a curve, or for `lufs plot` an image) and --plot before any work."""
+    if getattr(args, "output", None):
+        check_output_path(args.output, formats=CURVE_FORMATS if curve_output else PLOT_FORMATS, what="-o")
+    if getattr(args, "plot", None):
+        check_output_path(args.plot, formats=PLOT_FORMATS, what="--plot")
 
 
 def _write_curve(curve: LufsCurve, args: argparse.Namespace) -> None:
@@ -26,6 +38,7 @@ def _write_curve(curve: LufsCurve, args: argparse.Namespace) -> None:
 def _measure(args: argparse.Namespace) -> int:
     from .audio import load_audio
 
+    _check_outputs(args)
     curve = LufsCurve.measure(load_audio(args.audio))
     args.title = args.title or f"momentary loudness of {Path(args.audio).name}"
     _write_curve(curve, args)
@@ -57,6 +70,7 @@ def _check_edit(args: argparse.Namespace) -> None:
 
 def _edit(args: argparse.Namespace) -> int:
     _check_edit(args)
+    _check_outputs(args)
     curve = LufsCurve.load(args.curve)
     span = {"start": args.start, "end": args.end}
     selection = {**span, "channels": args.channels}
@@ -85,6 +99,7 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    _check_outputs(args, curve_output=False)
     curve = LufsCurve.load(args.curve)
     overlay = LufsCurve.load(args.overlay) if args.overlay else None
     plot_curves(curve, overlay=overlay, path=args.output, title=args.title or Path(args.curve).name)
@@ -95,8 +110,10 @@ def _plot(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .lufs_predictor import load_dinov2, load_predictor, predict_lufs
 
-    features = load_dinov2(args.dinov2, device=args.device)
-    predictor = load_predictor(args.weights, device=args.device)
+    _check_outputs(args)
+    device = check_device(args.device)
+    features = load_dinov2(args.dinov2, device=device)
+    predictor = load_predictor(args.weights, device=device)
     curve = predict_lufs(args.video, features=features, predictor=predictor)
     args.title = args.title or f"predicted loudness of {Path(args.video).name}"
     _write_curve(curve, args)
@@ -109,7 +126,7 @@ def _add_output(p: argparse.ArgumentParser, *, formats: bool = True) -> None:
         fmt = p.add_mutually_exclusive_group()
         fmt.add_argument("--json", action="store_true", help="print the curve as JSON (default without -o)")
         fmt.add_argument("--csv", action="store_true", help="print the curve as CSV")
-    p.add_argument("--plot", metavar="PNG", help="also plot the curve to this PNG")
+    p.add_argument("--plot", metavar="IMAGE", help="also plot the curve to this .png / .jpg / .svg / .pdf")
     p.add_argument("--title", help="plot title")
 
 
@@ -141,10 +158,10 @@ def add_lufs_parser(sub: argparse._SubParsersAction) -> None:
     _add_output(edit)
     edit.set_defaults(func=_edit)
 
-    plot = cmds.add_parser("plot", help="plot a curve (optionally against a second one) to a PNG")
+    plot = cmds.add_parser("plot", help="plot a curve (optionally against a second one) to an image")
     plot.add_argument("curve", help="curve (.json or .csv)")
     plot.add_argument("--overlay", metavar="CURVE", help="a second curve drawn dashed, e.g. the measured one")
-    plot.add_argument("-o", "--output", required=True, help="output PNG")
+    plot.add_argument("-o", "--output", required=True, help="output image: .png, .jpg, .svg or .pdf (by extension)")
     plot.add_argument("--title", help="plot title")
     plot.set_defaults(func=_plot)
 

@@ -22,7 +22,7 @@ from torch import nn
 from .config import ConditioningConfig, SequenceConfig
 
 MODALITIES = ("text", "audio", "video")
-TASK_WEIGHTS = {"text": 4, "audio": 2, "video": 1}
+TASK_WEIGHTS = {"text": 4, "audio": 2, "video": 1}  # the paper's task id: the one place its weights are written
 LUFS_FLOOR, LUFS_CEIL = -70.0, 0.0
 
 
@@ -31,9 +31,10 @@ def normalize_lufs(lufs: torch.Tensor) -> torch.Tensor:
     return (lufs.clamp(LUFS_FLOOR, LUFS_CEIL) - LUFS_FLOOR) / (LUFS_CEIL - LUFS_FLOOR)
 
 
-def task_id(*, text: bool, audio: bool, video: bool) -> int:
-    """The paper's task id: 4*text + 2*audio + 1*video (<e_L, mask, e_V> = 5)."""
-    return 4 * int(text) + 2 * int(audio) + int(video)
+def task_ids(present):
+    """The paper's task id, 4*text + 2*audio + 1*video (<e_L, mask, e_V> = 5), by `TASK_WEIGHTS`, from presence
+    flags per modality: bools (an int), or integer tensors [B] for a batch (a tensor of ids)."""
+    return sum(TASK_WEIGHTS[name] * present[name] for name in MODALITIES)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class Conditioner(nn.Module):
         if dropout:
             for name in MODALITIES:
                 keep[name] &= _bernoulli(b, 1 - self.config.modality_dropout, generator, dev)
-        ids = sum(keep[name].long() * TASK_WEIGHTS[name] for name in MODALITIES)
+        ids = task_ids({name: flag.long() for name, flag in keep.items()})
         tokens = [self.task_embedding(ids)[:, None].expand(b, m, d)]
         for name in MODALITIES:
             emb = getattr(cond, name)

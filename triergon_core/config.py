@@ -136,10 +136,6 @@ class SequenceConfig:
         return frames_for(seconds, self.lufs_rate)
 
     @property
-    def max_samples(self) -> int:
-        return self.num_samples(self.max_seconds)
-
-    @property
     def max_latent_frames(self) -> int:
         return self.latent_frames(self.max_seconds)
 
@@ -151,6 +147,9 @@ class SequenceConfig:
         """Raise a ValueError naming the limit when `seconds` does not fit this window."""
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"duration must be a positive number of seconds, got {seconds!r}")
+        if self.num_samples(seconds) < 1:
+            raise ValueError(f"duration {seconds:g} s is shorter than one sample at {self.sample_rate} Hz; give at "
+                             f"least {1 / self.sample_rate:.6f} s")
         if seconds > self.max_seconds:
             raise ValueError(
                 f"duration {seconds:g} s is longer than this preset's window of {self.max_seconds:g} s"

@@ -9,6 +9,7 @@ without any download. The tiny towers' embeddings carry no meaning.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Protocol
 
 import torch
@@ -17,12 +18,19 @@ from .config import ConditioningConfig
 
 
 class ConditionEncoders(Protocol):
-    """What `generate` needs from an encoder set; each method returns unit-norm [B, M, D] embeddings.
+    """What `generate` needs from an encoder set; each encode method returns unit-norm [B, M, D] embeddings.
 
-    `identity` names the encoders and their weights (it keys the embedding cache).
+    `identity` names the encoders and their weights (it keys the embedding cache). `embed_dim` is D, read
+    cheaply (from config files, never by loading weights): a model's `conditioning.embed_dim` must equal it.
+    `require` raises, again without loading weights, unless each named modality ("text", "audio", "video")
+    can be encoded (e.g. its tower's folder is there), so a missing tower is reported before a model is built.
+    `encode_video_file` encodes the span [start, end] seconds of the file (end None: to its end).
     """
 
     identity: str
+    embed_dim: int
+
+    def require(self, modalities: Collection[str]) -> None: ...
 
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
 
@@ -30,7 +38,8 @@ class ConditionEncoders(Protocol):
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor: ...
 
-    def encode_video_file(self, path: str | os.PathLike) -> torch.Tensor: ...
+    def encode_video_file(self, path: str | os.PathLike, *, start: float = 0.0,
+                          end: float | None = None) -> torch.Tensor: ...
 
 
 def build_encoders(config: ConditioningConfig) -> ConditionEncoders | None:

@@ -2,24 +2,31 @@
 
 Three stages, as the design asks: `prepare_conditions` encodes the inputs once (reused across sampling
 steps and across runs, e.g. ComfyUI re-executions), `sample_latents` runs the DiT sampler with CFG, and the
-VAE decodes in overlapping windows.
+VAE decodes in overlapping windows. Every argument is checked before the first input is encoded or the first
+step is sampled; `resolve_seconds`, `fit_lufs` and `resolve_encoders` need only the model's config, so a caller
+(the CLI) can run them before it builds the model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import torch
 
 from .audio import load_audio
 from .cache import CachedEncoders, EmbeddingCache
-from .conditioning import Conditions
+from .checks import check_seed
+from .conditioning import MODALITIES, Conditions
+from .config import ModelConfig, frames_for
 from .encoders import ConditionEncoders, build_encoders
 from .lufs_curve import LufsCurve
 from .model import TriErgon
-from .sampling import GuidedDenoiser, StepCallback, sample
+from .sampling import PAPER_SAMPLING, GuidedDenoiser, SamplingSettings, StepCallback, sample
 from .vae import ProgressFn
+
+Video = torch.Tensor | str | os.PathLike
 
 
 def initial_noise(model: TriErgon, *, seconds: float, seed: int, batch_size: int,
@@ -32,12 +39,89 @@ def initial_noise(model: TriErgon, *, seconds: float, seed: int, batch_size: int
     return torch.stack(draws).to(device)
 
 
+def resolve_seconds(config: ModelConfig, seconds: float | None, video: Video | None = None,
+                    video_fps: float | None = None) -> float:
+    """The duration to generate, checked against the preset's window: `seconds` when given, else the video's (a
+    file's from its stream timestamps, frames' from video_fps). Only the generated part of a longer video is
+    used, so the window limits the duration, not the video."""
+    if seconds is None:
+        if isinstance(video, (str, os.PathLike)):
+            from .video import probe_video
+
+            seconds = probe_video(video).duration
+        elif video is not None and video_fps is not None:
+            seconds = video.shape[0] / video_fps
+        else:
+            raise ValueError("give `seconds`, or a video (a file, or frames with video_fps) to take the duration "
+                             "from")
+        limit = config.sequence.max_seconds
+        if seconds > limit:
+            raise ValueError(f"the video is {seconds:.2f} s long, longer than the {limit:g} s window of preset "
+                             f"{config.name!r}; trim it to {limit:g} s or less, or give a duration of at most "
+                             f"{limit:g} s (--seconds) to use its start (long-form generation comes later)")
+    config.sequence.check_seconds(seconds)
+    return float(seconds)
+
+
+def fit_lufs(config: ModelConfig, lufs: LufsCurve | torch.Tensor | None, seconds: float,
+             lufs_fit: str = "error") -> torch.Tensor | None:
+    """The normalised curve [1, 2, frames] the model takes, fitted to `seconds` (see `LufsCurve.fit_duration`).
+
+    Args:
+        config: the model's config (its LUFS frame rate).
+        lufs: a `LufsCurve`, or a tensor [2, frames] in LUFS (left, right) at the model's rate; None: none.
+        seconds: the output's duration.
+        lufs_fit: what to do when the curve does not cover `seconds` exactly.
+    """
+    if lufs is None:
+        return None
+    rate = config.sequence.lufs_rate
+    if not isinstance(lufs, LufsCurve):
+        lufs = LufsCurve(lufs, rate=rate)
+    return lufs.require_stereo().with_rate(rate).fit_duration(seconds, policy=lufs_fit).to_normalized()[None]
+
+
+def resolve_encoders(config: ModelConfig, requested: list[str],
+                     encoders: ConditionEncoders | None = None) -> ConditionEncoders | None:
+    """The encoders for the `requested` modalities ("text", "audio", "video"), checked to fit the model.
+
+    Without `encoders`, the preset's own (the tiny preset's random towers). Raises a one-line ValueError when the
+    towers are missing, or when their embedding width differs from the model's conditioning width (naming
+    both); `encoders.require` checks, without loading weights, that each requested tower is there.
+    """
+    if not requested:
+        return encoders
+    if encoders is None:  # building the preset's towers costs an import: only when needed
+        encoders = build_encoders(config.conditioning)
+    if encoders is None:
+        raise ValueError(
+            f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset {config.name!r}: "
+            "give their folder with `--languagebind DIR` (Python: `encoders=load_languagebind(DIR)`); "
+            "the `tiny` preset carries its own random towers"
+        )
+    width, want = encoders.embed_dim, config.conditioning.embed_dim
+    if width != want:
+        fits = _presets_of_width(width)
+        use = f"--preset {' / '.join(fits)}, or " if fits else ""
+        drop = (", or leave the towers out (the tiny preset carries its own)"
+                if config.conditioning.encoder == "tiny-random" else "")
+        raise ValueError(f"the encoders give {width}-wide embeddings but model {config.name!r} takes {want}-wide "
+                         f"conditions: use a model made for {width}-wide embeddings ({use}a checkpoint of one){drop}")
+    encoders.require(requested)
+    return encoders
+
+
+def _presets_of_width(width: int) -> list[str]:
+    from .presets import PRESETS
+
+    return [name for name, make in PRESETS.items() if make().conditioning.embed_dim == width]
+
+
 def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = None,
-                       audio: torch.Tensor | str | os.PathLike | None = None,
-                       video: torch.Tensor | str | os.PathLike | None = None,
-                       lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
-                       encoders: ConditionEncoders | None = None, cache: EmbeddingCache | None = None,
-                       ) -> Conditions:
+                       audio: torch.Tensor | str | os.PathLike | None = None, video: Video | None = None,
+                       video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None,
+                       lufs_fit: str = "error", encoders: ConditionEncoders | None = None,
+                       cache: EmbeddingCache | None = None) -> Conditions:
     """Encode the given inputs once into `Conditions` (batch of one; `Conditions.repeat` widens it).
 
     Args:
@@ -45,24 +129,20 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
         seconds: output duration (seconds_total; seconds_start is 0 at inference).
         text: a prompt for e_L.
         audio: reference audio for e_A: a file path, or a tensor [channels, samples] at 44.1 kHz.
-        video: for e_V: a video file (frames read by timestamps), or frames [T, H, W, 3] in [0, 1].
+        video: for e_V: a video file (frames read by timestamps), or frames [T, H, W, 3] in [0, 1]. Only the
+            generated part is encoded: a file's first `seconds`, and with `video_fps` the frames that cover them.
+        video_fps: frame rate of video frames (to keep only the first `seconds` of them).
         lufs: loudness curve (a `LufsCurve`, or a tensor [2, frames] in LUFS, left/right, at 6 frames/s).
         lufs_fit: what to do when the curve does not cover `seconds` exactly: "error" (default), "resample",
             "pad", "trim" or "pad_or_trim" (see `LufsCurve.fit_duration`).
         encoders: condition encoders; default: the ones the preset carries (the tiny preset's random towers).
         cache: an embedding cache; inputs seen before (same content, same encoders) are not re-encoded.
     """
-    seq = model.config.sequence
-    seq.check_seconds(seconds)
-    requested = [name for name, value in (("text", text), ("audio", audio), ("video", video)) if value is not None]
-    if encoders is None and requested:  # building the preset's towers costs an import: only when needed
-        encoders = build_encoders(model.config.conditioning)
-    if requested and encoders is None:
-        raise ValueError(
-            f"{' / '.join(requested)} conditioning needs LanguageBind towers for preset {model.config.name!r}: "
-            "give their folder with `--languagebind DIR` (Python: `encoders=load_languagebind(DIR)`); "
-            "the `tiny` preset carries its own random towers"
-        )
+    config = model.config
+    seconds = resolve_seconds(config, seconds)
+    curve = fit_lufs(config, lufs, seconds, lufs_fit)
+    values = {"text": text, "audio": audio, "video": video}
+    encoders = resolve_encoders(config, [name for name in MODALITIES if values[name] is not None], encoders)
     if encoders is not None and cache is not None:
         encoders = CachedEncoders(encoders, identity=encoders.identity, cache=cache)
     param = next(model.conditioner.parameters())
@@ -74,35 +154,35 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
             wave = load_audio(audio) if isinstance(audio, (str, os.PathLike)) else audio
             embeddings["audio"] = encoders.encode_audio(wave[None])
         if isinstance(video, (str, os.PathLike)):
-            embeddings["video"] = encoders.encode_video_file(video)
+            embeddings["video"] = encoders.encode_video_file(video, start=0.0, end=seconds)
         elif video is not None:
-            embeddings["video"] = encoders.encode_video(video[None])
-    curve = None
-    if lufs is not None:
-        if not isinstance(lufs, LufsCurve):
-            lufs = LufsCurve(lufs, rate=seq.lufs_rate)
-        curve = lufs.require_stereo().with_rate(seq.lufs_rate).fit_duration(seconds, policy=lufs_fit)
-        curve = curve.to_normalized()[None]
+            frames = video if video_fps is None else video[:frames_for(seconds, video_fps)]
+            embeddings["video"] = encoders.encode_video(frames[None])
     timing = {"seconds_start": torch.zeros(1), "seconds_total": torch.tensor([float(seconds)])}
     return Conditions(**timing, lufs=curve, **embeddings).to(param.device)
 
 
-def video_duration(model: TriErgon, video: torch.Tensor | str | os.PathLike | None,
-                   video_fps: float | None) -> float:
-    """The duration to generate for a video: a file's from its stream timestamps, frames' from their rate.
-    A video longer than the preset's window is an error naming the limit."""
-    if isinstance(video, (str, os.PathLike)):
-        from .video import probe_video
-
-        seconds = probe_video(video).duration
-    elif video is not None and video_fps is not None:
-        seconds = video.shape[0] / video_fps
-    else:
-        raise ValueError("give `seconds`, or a video (a file, or frames with video_fps) to take the duration from")
-    limit = model.config.sequence.max_seconds
-    if seconds > limit:
-        raise ValueError(f"the video is {seconds:.2f} s long, longer than the {limit:g} s window of preset "
-                         f"{model.config.name!r}; trim it to {limit:g} s or less (long-form generation comes later)")
+def check_conditions(config: ModelConfig, conditions: Conditions, seconds: float | None) -> float:
+    """Check prepared conditions against the model and the duration asked for; return the duration (default:
+    the one they were prepared for)."""
+    if conditions.batch_size != 1:
+        raise ValueError(f"conditions must be a batch of one (batch_size widens them), got {conditions.batch_size}")
+    prepared = float(conditions.seconds_total[0])
+    if seconds is None:
+        seconds = prepared
+    elif not math.isclose(seconds, prepared, rel_tol=1e-6, abs_tol=1e-6):
+        raise ValueError(f"the conditions were prepared for {prepared:g} s but seconds={seconds:g}: prepare them "
+                         "for the duration you generate")
+    config.sequence.check_seconds(seconds)
+    want = config.conditioning.embed_dim
+    for name in MODALITIES:
+        emb = getattr(conditions, name)
+        if emb is not None and emb.shape[-1] != want:
+            raise ValueError(f"the {name} condition is {emb.shape[-1]} wide but model {config.name!r} takes "
+                             f"{want}-wide conditions: prepare them with encoders of that width")
+    if conditions.lufs is not None and conditions.lufs.shape[-1] != config.sequence.lufs_frames(seconds):
+        raise ValueError(f"the conditions' LUFS curve has {conditions.lufs.shape[-1]} frames, but {seconds:g} s "
+                         f"take {config.sequence.lufs_frames(seconds)}: prepare them for this duration")
     return seconds
 
 
@@ -127,12 +207,19 @@ def compute_dtype(model: TriErgon, dtype: torch.dtype | str | None) -> contextli
 
 
 @torch.inference_mode()
-def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor, *, steps: int = 100,
-                   cfg_scale: float = 7.0, sampler: str = "dpmpp-2m", callback: StepCallback | None = None,
+def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor, *,
+                   steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
+                   sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
                    dtype: torch.dtype | str | None = None) -> torch.Tensor:
     """Denoise `noise` [B, latent_dim, frames] under `conditions` (batch B) into clean latents; the DiT runs
-    under autocast to `dtype` when given (see `compute_dtype`). The latents are float32."""
-    assert conditions.batch_size == noise.shape[0], f"{conditions.batch_size=} {noise.shape=}"
+    under autocast to `dtype` when given (see `compute_dtype`). The latents are float32.
+
+    Args:
+        steps, cfg_scale, sampler: sampling settings (defaults: `PAPER_SAMPLING`, the paper's).
+    """
+    SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    if conditions.batch_size != noise.shape[0]:
+        raise ValueError(f"conditions are a batch of {conditions.batch_size}, the noise of {noise.shape[0]}")
     context, global_cond = model.conditioner(conditions)
     with compute_dtype(model, dtype):
         denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale)
@@ -141,28 +228,29 @@ def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor,
 
 @torch.inference_mode()
 def generate(model: TriErgon, *, seconds: float | None = None, text: str | None = None,
-             audio: torch.Tensor | str | os.PathLike | None = None,
-             video: torch.Tensor | str | os.PathLike | None = None, video_fps: float | None = None,
-             lufs: LufsCurve | torch.Tensor | None = None, lufs_fit: str = "error",
-             conditions: Conditions | None = None, encoders: ConditionEncoders | None = None,
-             cache: EmbeddingCache | None = None, seed: int = 0, batch_size: int = 1, steps: int = 100,
-             cfg_scale: float = 7.0, sampler: str = "dpmpp-2m",
-             callback: StepCallback | None = None, decode_progress: ProgressFn | None = None,
+             audio: torch.Tensor | str | os.PathLike | None = None, video: Video | None = None,
+             video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None,
+             lufs_fit: str = "error", conditions: Conditions | None = None,
+             encoders: ConditionEncoders | None = None, cache: EmbeddingCache | None = None, seed: int = 0,
+             batch_size: int = 1, steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
+             sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
+             decode_progress: ProgressFn | None = None,
              dtype: torch.dtype | str | None = None) -> torch.Tensor:
     """Generate `batch_size` stereo clips of exactly `round(seconds * 44100)` samples.
 
     Args:
         model: a Tri-Ergon model (`build_model` / `load_checkpoint`).
         seconds: duration; default: the video's (a file's duration from its timestamps, or frames / video_fps
-            for frames); otherwise required.
-        text, audio, video, lufs, lufs_fit: the conditions (any subset); see `prepare_conditions`.
-        video_fps: frame rate of `video`, to derive the duration.
-        conditions: already prepared conditions (batch of one), instead of text/audio/video/lufs.
+            for frames), or with `conditions` the one they were prepared for.
+        text, audio, video, video_fps, lufs, lufs_fit: the conditions (any subset); see `prepare_conditions`.
+        conditions: already prepared conditions (batch of one), instead of text/audio/video/lufs (giving both
+            is an error); their duration must be `seconds`.
         encoders: condition encoders (default: the preset's own).
         cache: embedding cache (see `prepare_conditions`).
         seed: seed of item 0; item i uses seed + i.
         batch_size: number of variations.
-        steps, cfg_scale, sampler: sampling settings (defaults: 100 steps, CFG 7, DPM-Solver++(2M)).
+        steps, cfg_scale, sampler: sampling settings (defaults: `PAPER_SAMPLING`: 100 steps, CFG 7,
+            DPM-Solver++(2M), the paper's).
         callback: called after each sampling step as callback(step, steps, predicted_x0); raise to stop.
         decode_progress: called as decode_progress(done, total) over the VAE's decode windows.
         dtype: run the DiT under autocast to this dtype ("bfloat16" on a GPU: about half the time and
@@ -171,15 +259,21 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
     Returns:
         float32 audio [batch, 2, samples] at 44 100 Hz.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if seconds is None:
-        seconds = video_duration(model, video, video_fps)
+    SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    check_seed(seed, batch_size=batch_size)
     if conditions is None:
-        conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video, lufs=lufs,
-                                        lufs_fit=lufs_fit, encoders=encoders, cache=cache)
+        seconds = resolve_seconds(model.config, seconds, video, video_fps)
+        conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video,
+                                        video_fps=video_fps, lufs=lufs, lufs_fit=lufs_fit, encoders=encoders,
+                                        cache=cache)
     else:
-        model.config.sequence.check_seconds(seconds)
+        raw = {"text": text, "audio": audio, "video": video, "video_fps": video_fps, "lufs": lufs,
+               "encoders": encoders, "cache": cache, "lufs_fit": None if lufs_fit == "error" else lufs_fit}
+        given = [name for name, value in raw.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be combined with conditions=, which already hold the "
+                             "encoded inputs: pass them to prepare_conditions instead")
+        seconds = check_conditions(model.config, conditions, seconds)
     param = next(model.parameters())
     noise = initial_noise(model, seconds=seconds, seed=seed, batch_size=batch_size, device=param.device)
     latents = sample_latents(model, conditions.repeat(batch_size), noise, steps=steps, cfg_scale=cfg_scale,

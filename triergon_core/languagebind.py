@@ -398,15 +398,29 @@ class LanguageBindEncoders:
 
     @property
     def embed_dim(self) -> int:
-        """D, the projection size (768 for the released checkpoints), from the text tower's config.json; a
-        model's `conditioning.embed_dim` must equal it."""
-        kind = self.text_tower
-        if kind in self._towers:
-            return self._towers[kind].projection_dim
-        path = self.dirs[kind]
-        if path is None:
-            raise FileNotFoundError(f"no LanguageBind {kind} tower was given to read the embedding size from")
-        return int(_check_tower_files(path, kind, text=False)["projection_dim"])
+        """D, the projection size (768 for the released checkpoints), from a loaded tower or a tower folder's
+        config.json (`projection_dim`; no weights are read); a model's `conditioning.embed_dim` must equal it."""
+        for tower in self._towers.values():
+            return tower.projection_dim
+        kinds = [self.text_tower, *(k for k in _TOWERS if k != self.text_tower)]
+        paths = [self.dirs[k] for k in kinds if self.dirs[k] is not None and (self.dirs[k] / "config.json").is_file()]
+        if not paths:
+            raise FileNotFoundError(f"no LanguageBind tower folder with a config.json to read the embedding size from "
+                                    f"(looked for {', '.join(str(p) for p in self.dirs.values() if p) or 'none'})")
+        dim = json.loads((paths[0] / "config.json").read_text()).get("projection_dim")
+        if not isinstance(dim, int):
+            raise ValueError(f"{paths[0] / 'config.json'} has no projection_dim: not a LanguageBind tower")
+        return dim
+
+    def require(self, modalities) -> None:
+        """Raise (FileNotFoundError / ValueError naming the tower and its folder) unless each of `modalities`
+        ("text", "audio", "video") can be encoded; checks the towers' files, loads no weights."""
+        for kind in dict.fromkeys(self.text_tower if m == "text" else m for m in modalities):
+            if kind not in self._towers:
+                if self.dirs[kind] is None:
+                    raise FileNotFoundError(f"no LanguageBind {kind} tower was given (pass {kind}_dir=, or a "
+                                            f"folder with a {kind}/ sub-folder to load_languagebind)")
+                _check_tower_files(self.dirs[kind], kind, text=kind == self.text_tower)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Prompts -> `input_ids` / `attention_mask` [B, 77], as the processors' text path (CLIP BPE, lower-cased,

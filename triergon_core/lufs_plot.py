@@ -13,13 +13,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._fs import atomic_write_path
+from .checks import check_output_path
 
 if TYPE_CHECKING:
     from .lufs_curve import LufsCurve
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_curves"]
+__all__ = ["PLOT_FORMATS", "plot_curves"]
+
+# Extension -> matplotlib format. Raster formats are written from the returned array (the file is exactly that
+# image); vector formats are drawn from the figure.
+PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+_VECTOR = ("svg", "pdf")
 
 # One colour per channel position (L blue, R red, as most meters); target and measured share it.
 _COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:brown")
@@ -38,7 +44,8 @@ def plot_curves(curve: LufsCurve, *, overlay: LufsCurve | None = None, path: str
         curve: the curve (the target, when overlaid).
         overlay: a second curve drawn dashed over the first (e.g. the loudness measured on generated audio);
             its channels are matched to `curve`'s by name.
-        path: also write the image there as a PNG (atomically).
+        path: also write the image there (atomically), in the format its extension names (`PLOT_FORMATS`: .png,
+            .jpg/.jpeg, .svg, .pdf); checked before anything is drawn.
         title: the plot's title; None = a summary of the curve.
         labels: legend names of `curve` and `overlay` when overlaid.
         size: figure size in inches.
@@ -46,6 +53,9 @@ def plot_curves(curve: LufsCurve, *, overlay: LufsCurve | None = None, path: str
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    if path is not None:
+        path = check_output_path(path, formats=PLOT_FORMATS, what="plot")
 
     fig = Figure(figsize=size, dpi=dpi, layout="constrained")
     canvas = FigureCanvasAgg(fig)
@@ -73,8 +83,11 @@ def plot_curves(curve: LufsCurve, *, overlay: LufsCurve | None = None, path: str
     if path is not None:
         from matplotlib.image import imsave
 
-        # Written from the array, so the file is exactly the image returned.
+        fmt = PLOT_FORMATS[path.suffix.lower()]
         with atomic_write_path(path) as tmp:
-            imsave(tmp, image, format="png")
+            if fmt in _VECTOR:
+                fig.savefig(tmp, format=fmt)
+            else:
+                imsave(tmp, image, format=fmt)
         logger.debug("wrote LUFS plot %s", path)
     return image

@@ -38,10 +38,6 @@ class TriErgon(nn.Module):
         for name, make in COMPONENTS.items():
             self.add_module(name, make(config))
 
-    @property
-    def sequence(self):
-        return self.config.sequence
-
 
 def resolve_config(preset: str | ModelConfig) -> ModelConfig:
     return preset if isinstance(preset, ModelConfig) else get_preset(preset)

@@ -44,12 +44,13 @@ import torch
 
 from ._fs import atomic_write_path
 from .audio import interleaved_pcm
+from .checks import check_output_path
 from .config import SAMPLE_RATE
 from .video import VideoError, probe_video
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MUX_FORMATS", "mux_audio"]
+__all__ = ["MUX_FORMATS", "check_mux_output", "mux_audio"]
 
 # Output extension -> (ffmpeg muxer, default audio codec, allowed audio codecs).
 MUX_FORMATS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -111,12 +112,8 @@ def mux_audio(
         raise ValueError(f"AAC cannot store {sample_rate} Hz audio; resample to one of "
                          f"{', '.join(map(str, AAC_RATES))} Hz, or use codec='flac' (in .mkv/.mp4)")
     stereo = _stereo(audio)
-    if _same_file(video_path, output_path):
-        raise ValueError(f"output {str(output_path)!r} is the input video; write to another path (the input "
-                         "is read while the output is written)")
-    if output_path.is_dir():
-        raise ValueError(f"output {str(output_path)!r} is a directory; pass a file path ending in "
-                         f"{', '.join(MUX_FORMATS)}")
+    # the input is read while the output is written: never the same file
+    check_output_path(output_path, formats=MUX_FORMATS, what="output", inputs={"the input video": video_path})
 
     info = probe_video(video_path)  # FileNotFoundError / VideoError for missing or unusable inputs
     num_samples = round(info.duration * sample_rate)
@@ -141,6 +138,12 @@ def mux_audio(
     logger.debug("muxed %s: %s %d Hz audio (%d samples from %.3f s) into %s", output_path, codec, sample_rate,
                  num_samples, info.start_time, video_path)
     return output_path
+
+
+def check_mux_output(path: str | os.PathLike[str], *, codec: str | None = None, bits: int | None = None) -> int | None:
+    """Raise a ValueError unless `mux_audio` can write `path` with `codec` and `bits` (check before long work);
+    return the bits it will use (None for AAC)."""
+    return _check_format(Path(path), codec, bits)[2]
 
 
 def _check_format(path: Path, codec: str | None, bits: int | None) -> tuple[str, str, int | None]:
@@ -182,15 +185,6 @@ def _stereo(audio: torch.Tensor | np.ndarray) -> np.ndarray:
     if audio.shape[0] == 1:
         audio = audio.expand(2, -1)
     return audio.to(torch.float32).numpy()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
 
 
 def _write(video_path: Path, tmp: Path, muxer: str, codec: str, bits: int | None, audio: np.ndarray,

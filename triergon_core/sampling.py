@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from .checks import check_finite
 from .dit import DiT
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z [B, C, N], t [B]) -> v [B, C, N]
@@ -76,8 +78,35 @@ def sample_dpmpp_2m(denoise: Denoiser, noise: torch.Tensor, *, steps: int,
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"dpmpp-2m": sample_dpmpp_2m, "ddim": sample_ddim}
 
 
-def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = "dpmpp-2m", steps: int = 100,
-           callback: StepCallback | None = None) -> torch.Tensor:
+@dataclass(frozen=True, kw_only=True)
+class SamplingSettings:
+    """How latents are sampled; checked on construction (errors name the setting).
+
+    Args:
+        steps: network evaluations (each a CFG-batched DiT forward).
+        cfg_scale: classifier-free guidance scale (1 = conditional only).
+        sampler: one of `SAMPLERS`.
+    """
+
+    steps: int = 100
+    cfg_scale: float = 7.0
+    sampler: str = "dpmpp-2m"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a whole number of at least 1, got {self.steps!r}")
+        check_finite(self.cfg_scale, what="cfg_scale")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+# The paper's setting (its optimum): 100 steps, CFG 7, DPM-Solver++(2M). The one place that holds it: generate,
+# sample_latents, sample, the CLI and the ComfyUI nodes read their defaults from here.
+PAPER_SAMPLING = SamplingSettings()
+
+
+def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = PAPER_SAMPLING.sampler,
+           steps: int = PAPER_SAMPLING.steps, callback: StepCallback | None = None) -> torch.Tensor:
     """Run `sampler` from `noise` (at t = 1) to t = 0 and return the clean latents.
 
     Args:
@@ -87,11 +116,8 @@ def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = "dpmpp-2m",
         steps: number of network evaluations (100, the paper's setting).
         callback: called after every step as callback(step, steps, predicted_x0); raise from it to stop.
     """
-    try:
-        fn = SAMPLERS[sampler]
-    except KeyError:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}") from None
-    return fn(denoise, noise, steps=steps, callback=callback)
+    SamplingSettings(steps=steps, sampler=sampler)
+    return SAMPLERS[sampler](denoise, noise, steps=steps, callback=callback)
 
 
 class GuidedDenoiser:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import assemble_model, read_state_dict, save_checkpoint
+from .checkpoint import assemble_model, read_state_dict, save_checkpoint, stored_dtype
+from .checks import check_output_path
 from .config import ConditioningConfig, DiTConfig, ModelConfig, SequenceConfig, VAEConfig
 from .model import COMPONENTS, resolve_config
 from .presets import get_preset
@@ -49,10 +50,14 @@ class ConversionReport:
     converted: dict[str, int] = field(default_factory=dict)
     new: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    dtype: torch.dtype = torch.float32
 
     def summary(self) -> str:
         parts = [f"converted {sum(self.converted.values())} tensors ("
                  + ", ".join(f"{name} {n}" for name, n in self.converted.items()) + ")"]
+        if self.dtype != torch.float32:
+            parts.append(f"stored as {str(self.dtype).removeprefix('torch.')}, as in the source (loading casts to "
+                         "float32 unless told otherwise)")
         if self.new:
             parts.append("newly initialised (not in the SAO checkpoint): " + _group_names(self.new))
         if self.ignored:
@@ -162,11 +167,15 @@ def convert_sao_checkpoint(source: str | os.PathLike, output: str | os.PathLike,
             the released model).
         seed: seeds the initialisation of what the checkpoint lacks.
     """
+    check_output_path(output, formats=(".safetensors",), what="output", inputs={"the source checkpoint": source})
     state, _ = read_state_dict(source)
     converted, report = sao_to_triergon(state)
     config = resolve_config(preset) if preset is not None else config_for_checkpoint(converted)
     model, report.new = assemble_model(config, converted, partial=True, allowed_missing=TRIERGON_ONLY, seed=seed,
                                        what=f"converted {source}")
+    # one dtype for the whole file: what SAO lacks is initialised in float32, the rest keeps the source's
+    report.dtype = stored_dtype(converted)
+    model = model.to(dtype=report.dtype)
     save_checkpoint(model, output, metadata={"converted_from": "stable-audio-open", "source": Path(source).name,
                                              "newly_initialised": ",".join(report.new)})
     return config, report
