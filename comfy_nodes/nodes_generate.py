@@ -18,10 +18,10 @@ from .nodes_lufs import FPS, TAKE, check_fps
 from .video_type import video_from_file
 
 CATEGORY = "Tri-Ergon"
-# The paper's sampling setting, from the core when it names it.
-DEFAULT_STEPS = getattr(sampling, "DEFAULT_STEPS", 100)
-DEFAULT_CFG = getattr(sampling, "DEFAULT_CFG_SCALE", 7.0)
-DEFAULT_SAMPLER = getattr(sampling, "DEFAULT_SAMPLER", "dpmpp-2m")
+# The paper's sampling setting, as the core pins it.
+DEFAULT_STEPS = sampling.PAPER_SAMPLING.steps
+DEFAULT_CFG = sampling.PAPER_SAMPLING.cfg_scale
+DEFAULT_SAMPLER = sampling.PAPER_SAMPLING.sampler
 MAX_SECONDS = 60.0  # the longest preset window; each model's own window is checked when it runs
 MAX_SEED = 2**63 - 1 - 64  # seeds seed .. seed + batch - 1 stay valid
 
