@@ -9,7 +9,7 @@ import torch
 
 from ..triergon_core import sampling
 from ..triergon_core.conditioning import Conditions
-from ..triergon_core.generate import initial_noise, prepare_conditions, sample_latents, video_duration
+from ..triergon_core.generate import initial_noise, prepare_conditions, resolve_seconds, sample_latents
 from ..triergon_core.lufs_curve import FIT_POLICIES
 from ..triergon_core.mux import mux_audio
 from . import host
@@ -76,9 +76,10 @@ class TriErgonEncodeConditions:
     def encode(self, model, text="", duration=0.0, video=None, images=None, fps=0.0, reference_audio=None):
         source = resolve_video(video, images, fps)
         frames_or_file = None if source is None else (source.frames if source.path is None else source.path)
-        seconds = duration or (source and video_duration(model.model, frames_or_file, source.fps and float(source.fps)))
-        if not seconds:
+        if not duration and source is None:
             raise ValueError("set a duration, or connect a video to take the duration from")
+        video_fps = None if source is None or source.fps is None else float(source.fps)
+        seconds = resolve_seconds(model.config, duration or None, frames_or_file, video_fps)
         wanted = [name for name, value in (("text", text.strip()), ("video", source), ("reference audio",
                                                                                    reference_audio)) if value]
         if wanted and model.encoders is None:
@@ -88,7 +89,7 @@ class TriErgonEncodeConditions:
         reference = None if reference_audio is None else audio_stereo(reference_audio, what="reference_audio")
         model.use("encoders")
         conditions = prepare_conditions(model.model, seconds=seconds, text=text.strip() or None, audio=reference,
-                                        video=frames_or_file, encoders=model.encoders)
+                                        video=frames_or_file, video_fps=video_fps, encoders=model.encoders)
         model.manage_encoders()  # towers that loaded just now
         return (EncodedConditions(conditions, float(seconds), model.config),)
 
