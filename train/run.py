@@ -22,15 +22,19 @@ logger = logging.getLogger(__name__)
 EXIT_NONFINITE = 3
 
 
-def build_parser(prog: str = "python -m triergon.train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Train a Tri-Ergon VAE, DiT or LUFS predictor.")
-    p.add_argument("--recipe", required=True, choices=list(RECIPES), help="training recipe (see README)")
-    p.add_argument("--run-dir", required=True, help="run folder: checkpoints, TensorBoard logs; resumed if it "
-                   "holds a checkpoint")
+def add_train_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--recipe", required=required, choices=list(RECIPES), help="training recipe (see README)")
+    p.add_argument("--run-dir", required=required, help="run folder: checkpoints, TensorBoard logs; resumed if "
+                   "it holds a checkpoint")
     p.add_argument("--steps", type=int, help="total optimiser steps of the run (not steps to add)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-4 --set data.path=cache/ (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def build_parser(prog: str = "python -m triergon.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train a Tri-Ergon VAE, DiT or LUFS predictor.")
+    add_train_arguments(p)
     return p
 
 
@@ -46,13 +50,14 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def run_training(argv: list[str] | None = None, *, prog: str = "python -m triergon.train") -> int:
-    """Parse arguments, train, and return an exit code (0 done or stopped by a signal, 3 non-finite loss)."""
+def run_training(argv: list[str] | None = None, *, args: argparse.Namespace | None = None) -> int:
+    """Train from command-line arguments (`argv`, or parsed `args`); returns an exit code (0: done or stopped
+    by a signal, 3: non-finite loss)."""
     from .distributed import init_distributed, shutdown_distributed
     from .trainer import NonFiniteLossError
     from .trainers import trainer_class
 
-    args = build_parser(prog).parse_args(argv)
+    args = args if args is not None else build_parser().parse_args(argv)
     config = resolve_config(args)
     if args.print_config:
         print(config.to_json())  # noqa: T201 - command output
