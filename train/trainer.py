@@ -67,6 +67,7 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir, rank=info.rank, world_size=info.world_size, keep=config.run.keep)
         self._stop_requested = False
         self.last_checkpoint: Path | None = None
+        self.last_logs: dict[str, float] = {}
 
     # --- what subclasses provide -------------------------------------------------------------------------
     def build(self) -> None:
@@ -150,6 +151,7 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 samples = self.config.effective_batch(self.info.world_size)
                 logs.update({"time/samples_per_s": samples / elapsed, "time/data_wait_s": t_data})
+                self.last_logs = logs
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{logs.get('loss/total', float('nan')):.4g}")
