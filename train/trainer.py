@@ -137,7 +137,7 @@ class Trainer:
         if self.step >= run.steps:
             logger.info("the run is already at step %d of %d: nothing to do", self.step, run.steps)
             return self.last_checkpoint
-        self._install_signal_handlers()
+        previous = self._install_signal_handlers()
         writer = self._writer()
         bar = self._bar()
         batches = self._batches(data, sampler)
@@ -164,6 +164,8 @@ class Trainer:
                     logger.info("stopped by a signal at step %d; resume with the same command", self.step)
                     break
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -292,15 +294,17 @@ class Trainer:
                             "bit-identical to an uninterrupted one", state.get("world_size"), self.info.world_size)
 
     # --- signals and logging -----------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
         def request_stop(signum, frame) -> None:
             if self._stop_requested:  # a second signal: leave now
                 raise KeyboardInterrupt
             logger.info("signal %d: saving at the end of this step, then stopping", signum)
             self._stop_requested = True
 
+        previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, request_stop)
+            previous[sig] = signal.signal(sig, request_stop)
+        return previous
 
     def _writer(self):
         if not self.info.is_main:
