@@ -68,6 +68,7 @@ class Trainer:
         self._stop_requested = False
         self.last_checkpoint: Path | None = None
         self.last_logs: dict[str, float] = {}
+        self.tokens_per_sample = 0  # sequence positions per sample, for tokens/s (set by the DiT trainer)
 
     # --- what subclasses provide -------------------------------------------------------------------------
     def build(self) -> None:
@@ -151,6 +152,8 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 samples = self.config.effective_batch(self.info.world_size)
                 logs.update({"time/samples_per_s": samples / elapsed, "time/data_wait_s": t_data})
+                if self.tokens_per_sample:
+                    logs["time/tokens_per_s"] = samples * self.tokens_per_sample / elapsed
                 self.last_logs = logs
                 if bar is not None:
                     bar.update(1)

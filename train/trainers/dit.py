@@ -28,7 +28,7 @@ class Denoiser(nn.Module):
         self.dit, self.conditioner = dit, conditioner
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, cond: Conditions, *, dropout: bool,
-                generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None) -> torch.Tensor:
         context, global_cond = self.conditioner(cond, dropout=dropout, generator=generator)
         return self.dit(z, t, context, global_cond)
 
@@ -53,8 +53,10 @@ class DiTTrainer(Trainer):
         self.add_part("denoiser", Denoiser(dit=model.dit, conditioner=model.conditioner), lr=self.config.optim.lr)
 
     def dataset(self) -> LatentCrops:
-        return LatentCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
-                          latent_rate=self.model_config.sequence.latent_rate, split=self.config.data.split)
+        data = LatentCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
+                           latent_rate=self.model_config.sequence.latent_rate, split=self.config.data.split)
+        self.tokens_per_sample = data.crop
+        return data
 
     def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         x0, mask = batch["latents"], batch["mask"]
