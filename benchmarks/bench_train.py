@@ -116,6 +116,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--overfit-steps", type=int, default=300)
     p.add_argument("--vae-steps", type=int, default=40)
+    p.add_argument("--trainers", default="dit,vae,lufs", help="trainers whose throughput to measure")
+    p.add_argument("--vae-crop", type=float, default=0.5, help="seconds per crop of the VAE loss-fall run")
+    p.add_argument("--vae-batch", type=int, default=4)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     info = init_distributed(device="cpu")
@@ -141,7 +144,10 @@ def main() -> None:
             "T_LUFS 128x4, 16 x 5 s": base("bench-lufs", "lufs", model=ModelSection(init=str(lufs_init)),
                                           data=DataConfig(path=str(cache), crop_seconds=5.0, batch_size=16)),
         }
+        chosen = args.trainers.split(",")
         for name, config in configs.items():
+            if config.trainer not in chosen:
+                continue
             config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=args.steps))
             _, speeds = run(config, out / f"run-{config.recipe}", info)
             rows.append((name, sum(speeds[1:]) / len(speeds[1:])))
@@ -166,14 +172,15 @@ def main() -> None:
         data.mkdir(exist_ok=True)
         shards, _ = make_data(data, clips=4, seconds=2.0, dinov2=None, vae=build_model("tiny", seed=0).vae)
         config = base("bench-vae-fall", "vae", model=ModelSection(preset="tiny"),
-                      data=DataConfig(path=str(shards), crop_seconds=0.5, batch_size=4),
+                      data=DataConfig(path=str(shards), crop_seconds=args.vae_crop, batch_size=args.vae_batch),
                       optim=OptimConfig(lr=1e-3),
                       vae_loss=VAELossConfig(fft_sizes=(2048, 512, 128, 32), discriminator_start=10**9))
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=args.vae_steps, log_every=5))
         losses, _ = run(config, out / "run-vae", info)
         first = sum(x["vae/stft"] for x in losses[:5]) / 5
         last = sum(x["vae/stft"] for x in losses[-5:]) / 5
-        print(f"tiny VAE, {len(losses)} steps of 4 x 0.5 s: STFT loss {first:.3f} (first 5) -> {last:.3f} (last 5)",
+        print(f"tiny VAE, {len(losses)} steps of {args.vae_batch} x {args.vae_crop} s: STFT loss {first:.3f} "
+              f"(first 5) -> {last:.3f} (last 5)",
               flush=True)
 
 
