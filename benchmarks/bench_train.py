@@ -158,7 +158,7 @@ def main() -> None:
         data.mkdir(exist_ok=True)
         _, cache = make_data(data, clips=4, seconds=2.0, dinov2=None, vae=build_model("tiny", seed=0).vae)
         config = base("bench-overfit", "dit", model=ModelSection(preset="tiny"),
-                      data=DataConfig(path=str(cache), crop_seconds=2.0, batch_size=4),
+                      data=DataConfig(path=str(cache), crop_seconds=2.0, batch_size=4, sample_latents=False),
                       optim=OptimConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1))
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=args.overfit_steps,
                                                                      log_every=50))

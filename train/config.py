@@ -20,6 +20,8 @@ class DataConfig:
         crop_seconds: length of the random crops.
         batch_size: samples per rank per micro-batch.
         num_workers: DataLoader worker processes per rank.
+        sample_latents: DiT: draw each latent from the cached VAE posterior (mean + std * noise, as training
+            on freshly encoded audio does); false trains on the posterior mean.
     """
 
     path: str = ""
@@ -27,6 +29,7 @@ class DataConfig:
     crop_seconds: float = 2.0
     batch_size: int = 4
     num_workers: int = 0
+    sample_latents: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -79,8 +79,9 @@ class LatentCrops(Dataset):
     """
 
     def __init__(self, cache: str | Path, *, crop_seconds: float, seed: int, latent_rate: float,
-                 split: str | None = "train") -> None:
+                 split: str | None = "train", sample_latents: bool = True) -> None:
         self.cache = CacheIndex(cache, split=split)
+        self.sample_latents = sample_latents
         self.crop = math.ceil(round(crop_seconds * latent_rate, 6))
         self.lufs_frames = math.ceil(round(crop_seconds * LUFS_RATE, 6))
         self.latent_rate, self.seed = latent_rate, seed
@@ -96,7 +97,9 @@ class LatentCrops(Dataset):
         mean, std = item["latent_mean"], item["latent_std"]
         start = _crop_start(mean.shape[-1], self.crop, g)
         noise = torch.randn(mean[:, start:start + self.crop].shape, generator=g)
-        latent = mean[:, start:start + self.crop] + std[:, start:start + self.crop] * noise
+        latent = mean[:, start:start + self.crop]
+        if self.sample_latents:
+            latent = latent + std[:, start:start + self.crop] * noise
         seconds_start = start / self.latent_rate
         lufs_start = round(seconds_start * LUFS_RATE)
         # padding reads as silence (-70 LUFS -> 0), which is what the padded latent decodes to

@@ -54,7 +54,8 @@ class DiTTrainer(Trainer):
 
     def dataset(self) -> LatentCrops:
         data = LatentCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
-                           latent_rate=self.model_config.sequence.latent_rate, split=self.config.data.split)
+                           latent_rate=self.model_config.sequence.latent_rate, split=self.config.data.split,
+                           sample_latents=self.config.data.sample_latents)
         self.tokens_per_sample = data.crop
         return data
 
