@@ -45,3 +45,11 @@ def tlufs_weights(tmp_path_factory):
     return path
 
 
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory, dinov2_dir):
+    """Shards and a cache of 5 short clips for the trainer tests (see _train_data.py)."""
+    from _train_data import build
+
+    return build(tmp_path_factory.mktemp("train-data"), dinov2_dir)

@@ -15,6 +15,7 @@ from .checks import check_device, check_input_file, check_output_path, check_see
 from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
 from .generate import DTYPES
+from .cli_train import add_train_parser
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_convert)
     add_lufs_parser(sub)
     add_bench_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -23,7 +23,11 @@ ROTARY_BASE = 10000.0
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with SAO's key names: weight `gamma` (parameter), bias `beta` (a buffer, zeros)."""
+    """LayerNorm with SAO's key names: weight `gamma` (parameter), bias `beta` (a buffer, zeros).
+
+    `beta` is cast to the input's dtype at use: FSDP2's mixed precision casts parameters, not buffers, so a
+    bf16 `gamma` would otherwise meet a float32 `beta`.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -32,7 +36,7 @@ class LayerNorm(nn.Module):
         self.register_buffer("beta", torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta, self.eps)
+        return F.layer_norm(x, x.shape[-1:], self.gamma.to(x.dtype), self.beta.to(x.dtype), self.eps)
 
 
 class FourierFeatures(nn.Module):

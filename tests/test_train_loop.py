@@ -1,0 +1,142 @@
+"""The training loop in one process on a toy trainer: checkpoints (atomic, last N kept, exact resume),
+SIGTERM saves and stops, a non-finite loss stops naming the step and the last good checkpoint; config
+overrides; the VAE losses."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from triergon.train.checkpointing import CheckpointManager
+from triergon.train.config import DataConfig, OptimConfig, RunConfig, TrainConfig, apply_overrides
+from triergon.train.distributed import init_distributed
+from triergon.train.trainer import NonFiniteLossError, Trainer
+
+
+class _Data(Dataset):
+    def __len__(self) -> int:
+        return 7
+
+    def __getitem__(self, ref):
+        return {"x": torch.full((3,), float(ref.index)), "weight": torch.tensor(ref.weight)}
+
+
+class _Toy(Trainer):
+    hook = None
+
+    def build(self) -> None:
+        torch.manual_seed(0)
+        self.add_part("toy", nn.Linear(3, 1), lr=self.config.optim.lr)
+
+    def dataset(self) -> Dataset:
+        return _Data()
+
+    def loss(self, part, batch, step, micro):
+        if self.hook is not None:
+            self.hook(step)
+        noise = torch.randn(batch["x"].shape, generator=self.generator(step, micro))
+        per_sample = self.parts[part].net(batch["x"] * 0.1 + noise).squeeze(-1) ** 2
+        return self.weighted_mean(per_sample, batch), {}
+
+
+def _config(steps: int = 6, **run) -> TrainConfig:
+    return TrainConfig(recipe="toy", trainer="dit", data=DataConfig(batch_size=2),
+                       optim=OptimConfig(lr=1e-2, warmup_steps=1, ema_decay=0.5),
+                       run=RunConfig(steps=steps, save_every=2, keep=2, log_every=1, **run))
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.parts["toy"].module.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def info():
+    return init_distributed(device="cpu")
+
+
+def test_resume_equals_an_uninterrupted_run_and_keeps_the_last_checkpoints(info, tmp_path):
+    full = _Toy(_config(), info, tmp_path / "full")
+    full.fit()
+    half = _Toy(_config(), info, tmp_path / "half")
+    half.hook = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 2 else None
+    half.fit()
+    assert half.step == 3
+    resumed = _Toy(_config(), info, tmp_path / "half")
+    resumed.fit()
+    assert resumed.step == 6
+    for k, v in _weights(full).items():
+        assert torch.equal(v, _weights(resumed)[k]), k
+    for k, v in full.parts["toy"].ema.items():
+        assert torch.equal(v, resumed.parts["toy"].ema[k]), k
+    names = [p.name for p in CheckpointManager(tmp_path / "half", rank=0, world_size=1).all()]
+    assert names == ["step-00000004", "step-00000006"]  # keep=2
+    assert not list((tmp_path / "half" / "checkpoints").glob(".*.tmp"))
+
+
+def test_sigterm_saves_and_stops(info, tmp_path):
+    toy = _Toy(_config(steps=50), info, tmp_path)
+    toy.hook = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 2 else None
+    toy.fit()
+    assert toy.step == 3
+    assert CheckpointManager(tmp_path, rank=0, world_size=1).latest().name == "step-00000003"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is handed back
+
+
+def test_non_finite_loss_stops_naming_the_step_and_last_checkpoint(info, tmp_path):
+    toy = _Toy(_config(steps=10), info, tmp_path)
+
+    def poison(step):
+        if step == 4:
+            with torch.no_grad():
+                toy.parts["toy"].module.weight.fill_(float("nan"))
+
+    toy.hook = poison
+    with pytest.raises(NonFiniteLossError, match=r"not finite at step 5; last good checkpoint: .*step-00000004"):
+        toy.fit()
+    assert CheckpointManager(tmp_path, rank=0, world_size=1).latest().name == "step-00000004"
+
+
+def test_overrides_parse_types_and_reject_unknown_keys():
+    from triergon.train.recipes import RECIPES, get_recipe
+
+    c = apply_overrides(get_recipe("paper-s-32gpu"), ["optim.lr=3e-5", "data.path=/d", "parallel.compile=true",
+                                                      "vae_loss.fft_sizes=[64,32]"])
+    assert (c.optim.lr, c.data.path, c.parallel.compile, c.vae_loss.fft_sizes) == (3e-5, "/d", True, (64, 32))
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="valid keys here"):
+        apply_overrides(c, ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match=r"section\.key=value"):
+        apply_overrides(c, ["optim.lr"])
+    assert get_recipe("paper-s-32gpu").effective_batch(32) == 256
+    assert get_recipe("paper-l-32gpu").effective_batch(32) == 256
+    assert all(get_recipe(n).recipe == n for n in RECIPES)
+
+
+def test_vae_losses():
+    from triergon.train.losses import (
+        MultiScaleSTFTDiscriminator,
+        discriminator_loss,
+        generator_losses,
+        loudness_loss,
+        stft_loss,
+        window_loudness,
+    )
+
+    torch.manual_seed(0)
+    real = torch.randn(2, 2, 8192) * 0.1
+    loss = stft_loss((256, 64))
+    assert float(loss(real, real)) < 1e-6 < float(loss(real * 0.5, real))
+    disc = MultiScaleSTFTDiscriminator(channels=4, fft_sizes=(256, 64))
+    out_real, out_fake = disc(real), disc(real * 0.5)
+    assert float(discriminator_loss(out_real, out_fake).detach()) > 0
+    adv, fm = generator_losses(out_real, out_fake)
+    assert float(adv.detach()) > 0 and float(fm.detach()) > 0
+    # a 6 dB quieter copy is 6 LU quieter in every window, in both channels
+    lu = window_loudness(real * 0.5) - window_loudness(real)
+    assert lu.shape == (2, 2, 1) and torch.allclose(lu, torch.full_like(lu, -6.02), atol=0.01)
+    assert abs(float(loudness_loss(real * 0.5, real)) - 0.602) < 0.001

@@ -1,0 +1,5 @@
+"""`python -m triergon.train` (under torchrun): see `run.py`."""
+
+from .run import main
+
+main()

@@ -1,0 +1,163 @@
+"""Training configuration: typed sections, `--set section.key=value` overrides, JSON for checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .parallelize import ParallelConfig
+
+TRAINERS = ("dit", "vae", "lufs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Args:
+        path: shard folder (VAE) or cache folder (DiT, T_LUFS).
+        split: the manifest split to train on (cache folders; None: all clips).
+        crop_seconds: length of the random crops.
+        batch_size: samples per rank per micro-batch.
+        num_workers: DataLoader worker processes per rank.
+        sample_latents: DiT: draw each latent from the cached VAE posterior (mean + std * noise, as training
+            on freshly encoded audio does); false trains on the posterior mean.
+    """
+
+    path: str = ""
+    split: str | None = "train"
+    crop_seconds: float = 2.0
+    batch_size: int = 4
+    num_workers: int = 0
+    sample_latents: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-3
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0
+    accum_steps: int = 1
+    ema_decay: float = 0.999
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAELossConfig:
+    """The paper's VAE weights (DESIGN.md): STFT 1.0, adversarial 0.1, feature matching 5.0, KL 0.1 (stable-
+    audio-tools' Oobleck recipe uses KL 1e-4; the paper's table gives 0.1, which we keep as the default)."""
+
+    stft: float = 1.0
+    adversarial: float = 0.1
+    feature_matching: float = 5.0
+    kl: float = 0.1
+    loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
+    fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
+    discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
+    discriminator_lr: float = 1e-4
+    discriminator_channels: int = 32
+    discriminator_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSection:
+    """Args:
+        preset: Tri-Ergon preset (dit, vae) or T_LUFS preset (lufs).
+        init: a Tri-Ergon checkpoint to start from (e.g. converted SAO); its VAE is the frozen VAE of the DiT.
+    """
+
+    preset: str = "tiny"
+    init: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    steps: int = 100
+    seed: int = 0
+    save_every: int = 500
+    keep: int = 3
+    log_every: int = 10
+    device: str = "auto"
+    autocast: str = "auto"  # auto: bf16 on CUDA, off on CPU; or "bf16" / "off"
+    threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    recipe: str
+    trainer: str
+    description: str = ""
+    hardware: str = ""
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {TRAINERS}, got {self.trainer!r}")
+
+    def effective_batch(self, world_size: int) -> int:
+        return self.data.batch_size * world_size * self.optim.accum_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = _section_type(cls, f.name)
+        kwargs[f.name] = _build(sub, value) if sub is not None else _coerce_json(value)
+    return cls(**kwargs)
+
+
+def _section_type(cls: type, name: str) -> type | None:
+    for f in dataclasses.fields(cls):
+        if f.name == name and f.default_factory is not dataclasses.MISSING:
+            made = f.default_factory()
+            return type(made) if dataclasses.is_dataclass(made) else None
+    return None
+
+
+def _coerce_json(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply `section.key=value` (or `key=value` for top-level fields) overrides; values parse as JSON
+    when they can (numbers, true/false, lists), else as text. Unknown keys are an error listing the valid ones."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-4)")
+        *path, last = key.strip().split(".")
+        node = data
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown config section {part!r} in {item!r}; sections: "
+                                 f"{sorted(k for k, v in data.items() if isinstance(v, dict))}")
+            node = node[part]
+        if last not in node:
+            raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        node[last] = value
+    return TrainConfig.from_dict(data)

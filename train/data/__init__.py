@@ -1,0 +1,1 @@
+"""Training data: manifest -> WebDataset tar shards -> caches of frozen-encoder outputs -> crop data sets."""

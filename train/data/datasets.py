@@ -1,0 +1,144 @@
+"""Map-style training data sets over shards and caches: random crops, padding masks, per-sample seeds.
+
+Each data set takes a `SampleRef` (index, epoch, weight) and draws its crop from
+`sample_seed(seed, epoch, index)`, so a sample looks the same on any rank, in any worker and after a resume.
+A crop carries `seconds_start` (its offset in the clip) and `seconds_total` (the clip's duration), as the
+paper and Stable Audio condition on them; clips shorter than the crop are zero-padded and `mask` marks the
+real part.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, default_collate
+
+from ...triergon_core.audio import load_audio
+from ...triergon_core.config import LUFS_RATE, SAMPLE_RATE
+from ..sampler import SampleRef, sample_seed
+from .cache import CacheIndex
+from .shards import ShardIndex
+
+MODALITIES = ("text", "audio", "video")
+
+
+def _generator(seed: int, ref: SampleRef) -> torch.Generator:
+    return torch.Generator().manual_seed(sample_seed(seed, ref.epoch, ref.index))
+
+
+def _crop_start(total: int, crop: int, g: torch.Generator) -> int:
+    return int(torch.randint(0, total - crop + 1, (1,), generator=g)) if total > crop else 0
+
+
+def _fit(x: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """x[..., start:start + length], zero-padded at the end to `length`."""
+    part = x[..., start:start + length]
+    return F.pad(part, (0, length - part.shape[-1]))
+
+
+def _mask(valid: int, length: int) -> torch.Tensor:
+    return torch.arange(length) < valid
+
+
+class AudioCrops(Dataset):
+    """Audio crops [2, crop samples] from packed shards (the VAE trainer's data); the crop is rounded up to a
+    whole number of `multiple` samples (the VAE's downsampling ratio)."""
+
+    def __init__(self, shards: str | Path, *, crop_seconds: float, seed: int, multiple: int = 1) -> None:
+        self.index = ShardIndex(shards)
+        self.metas = [self.index.meta(i) for i in self.index]
+        self.crop = math.ceil(round(crop_seconds * SAMPLE_RATE) / multiple) * multiple
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
+        g = _generator(self.seed, ref)
+        seconds = self.metas[ref.index]["seconds"]
+        start = _crop_start(round(seconds * SAMPLE_RATE), self.crop, g)
+        with tempfile.TemporaryDirectory() as tmp:
+            flac = Path(tmp) / "a.flac"
+            flac.write_bytes(self.index.read(ref.index, "flac"))
+            audio = load_audio(flac, offset=start / SAMPLE_RATE, duration=self.crop / SAMPLE_RATE)
+        valid = min(audio.shape[-1], self.crop)
+        return {"audio": _fit(audio, 0, self.crop), "mask": _mask(valid, self.crop),
+                "seconds_start": torch.tensor(start / SAMPLE_RATE), "seconds_total": torch.tensor(seconds),
+                "weight": torch.tensor(ref.weight)}
+
+
+class LatentCrops(Dataset):
+    """Latent crops with their conditions from a cache (the DiT trainer's data).
+
+    The latent is drawn from the cached posterior (mean + std * noise) with the sample's seed; the LUFS curve
+    is cut at the same time span and returned normalised to [0, 1].
+    """
+
+    def __init__(self, cache: str | Path, *, crop_seconds: float, seed: int, latent_rate: float,
+                 split: str | None = "train", sample_latents: bool = True) -> None:
+        self.cache = CacheIndex(cache, split=split)
+        self.sample_latents = sample_latents
+        self.crop = math.ceil(round(crop_seconds * latent_rate, 6))
+        self.lufs_frames = math.ceil(round(crop_seconds * LUFS_RATE, 6))
+        self.latent_rate, self.seed = latent_rate, seed
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
+        from ...triergon_core.conditioning import normalize_lufs
+
+        g = _generator(self.seed, ref)
+        item = self.cache.item(ref.index)
+        mean, std = item["latent_mean"], item["latent_std"]
+        start = _crop_start(mean.shape[-1], self.crop, g)
+        noise = torch.randn(mean[:, start:start + self.crop].shape, generator=g)
+        latent = mean[:, start:start + self.crop]
+        if self.sample_latents:
+            latent = latent + std[:, start:start + self.crop] * noise
+        seconds_start = start / self.latent_rate
+        lufs_start = round(seconds_start * LUFS_RATE)
+        # padding reads as silence (-70 LUFS -> 0), which is what the padded latent decodes to
+        out = {"latents": _fit(latent, 0, self.crop), "mask": _mask(latent.shape[-1], self.crop),
+               "lufs": _fit(normalize_lufs(item["lufs"]), lufs_start, self.lufs_frames),
+               "seconds_start": torch.tensor(seconds_start),
+               "seconds_total": torch.tensor(self.cache.rows[ref.index]["seconds"]),
+               "weight": torch.tensor(ref.weight)}
+        for name in MODALITIES:
+            if name in item:
+                out[name] = item[name]
+        return out
+
+
+class FeatureCrops(Dataset):
+    """DINOv2 features [crop frames, feature_dim] at 6 fps with the normalised L/R curve (T_LUFS's data)."""
+
+    def __init__(self, cache: str | Path, *, crop_frames: int, seed: int, split: str | None = "train") -> None:
+        self.cache = CacheIndex(cache, split=split)
+        self.crop, self.seed = crop_frames, seed
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
+        from ...triergon_core.conditioning import normalize_lufs
+
+        item = self.cache.item(ref.index)
+        if "dinov2" not in item:
+            raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
+                             "--dinov2 DIR`")
+        feats, lufs = item["dinov2"].T, normalize_lufs(item["lufs"])
+        frames = min(feats.shape[-1], lufs.shape[-1])
+        start = _crop_start(frames, self.crop, _generator(self.seed, ref))
+        valid = min(frames - start, self.crop)
+        return {"features": _fit(feats[:, :frames], start, self.crop).T,
+                "lufs": _fit(lufs[:, :frames], start, self.crop), "mask": _mask(valid, self.crop),
+                "weight": torch.tensor(ref.weight)}
+
+
+def collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return default_collate(batch)

@@ -1,0 +1,67 @@
+"""`triergon train export RUN_DIR -o model.safetensors`: a run's EMA weights as a normal checkpoint.
+
+DiT runs give a Tri-Ergon checkpoint (`generate` and the nodes load it) with the trained DiT and conditioner
+and the VAE the run started from (`model.init`, or the seeded preset the cache was made with); VAE runs give a
+Tri-Ergon checkpoint whose VAE is the trained one; T_LUFS runs give a T_LUFS checkpoint (`--lufs-predictor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpointing import CheckpointManager, read_config
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _weights(saved: dict, *, ema: bool) -> dict[str, torch.Tensor]:
+    # the model state holds the buffers too (e.g. the DiT's LayerNorm beta); the EMA holds the parameters
+    state = dict(saved["model"])
+    if ema and saved.get("ema"):
+        state.update(saved["ema"])
+    return state
+
+
+def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,
+               checkpoint: str | os.PathLike | None = None) -> tuple[Path, TrainConfig]:
+    """Write the weights of a run's latest (or the given) checkpoint to `output`.
+
+    Args:
+        run_dir: the run folder.
+        output: the `.safetensors` file to write.
+        fp16: store floating-point weights in float16 (half the size).
+        ema: export the EMA weights (default) rather than the raw ones.
+        checkpoint: a checkpoint folder of the run (default: the latest).
+    """
+    path = Path(checkpoint) if checkpoint else CheckpointManager(run_dir, rank=0, world_size=1).latest()
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint to export")
+    config = TrainConfig.from_dict(read_config(path))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    meta = {"trained_by": f"triergon train ({config.recipe}, step {state['step']}, {'EMA' if ema else 'raw'})"}
+    dtype = torch.float16 if fp16 else None
+    if config.trainer == "lufs":
+        from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+
+        model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[config.model.preset])
+        model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["lufs"], ema=ema).items()})
+        save_predictor(model.to(dtype) if dtype else model, output)
+        return Path(output), config
+    from ..triergon_core.checkpoint import save_checkpoint
+    from .trainers.dit import initial_model
+
+    model = initial_model(config)
+    if config.trainer == "dit":
+        model.load_state_dict({**model.state_dict(), **_weights(state["parts"]["denoiser"], ema=ema)})
+    else:
+        model.vae.load_state_dict(_weights(state["parts"]["vae"], ema=ema))
+    if dtype is not None:
+        model = model.to(dtype)
+    save_checkpoint(model, output, metadata=meta)
+    logger.info("exported %s (step %d) to %s", path, state["step"], output)
+    return Path(output), config

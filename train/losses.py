@@ -1,0 +1,99 @@
+"""VAE training losses: multi-resolution sum-and-difference STFT (auraloss), a multi-scale STFT
+discriminator (EnCodec style, stereo) with hinge and feature-matching losses, and a per-window loudness loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from ..triergon_core.config import LUFS_RATE, SAMPLE_RATE
+from ..triergon_core.loudness import k_weighting
+
+LUFS_FLOOR = -70.0
+
+
+def stft_loss(fft_sizes: tuple[int, ...], *, sample_rate: int = SAMPLE_RATE) -> nn.Module:
+    """Stable Audio's reconstruction loss: auraloss's sum-and-difference multi-resolution STFT loss with
+    A-weighting (`perceptual_weighting`), hops of a quarter window."""
+    try:
+        from auraloss.freq import SumAndDifferenceSTFTLoss
+    except ImportError as e:
+        raise ImportError("the VAE trainer needs auraloss: pip install 'triergon[train]'") from e
+    sizes = list(fft_sizes)
+    return SumAndDifferenceSTFTLoss(fft_sizes=sizes, hop_sizes=[s // 4 for s in sizes], win_lengths=sizes,
+                                    perceptual_weighting=True, sample_rate=sample_rate)
+
+
+class STFTDiscriminator(nn.Module):
+    """One scale of EnCodec's MS-STFT discriminator: 2-D convolutions over the complex STFT of every channel
+    (real and imaginary parts as input channels), dilated in time, strided in frequency."""
+
+    def __init__(self, *, audio_channels: int, channels: int, n_fft: int) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        c = channels
+        self.convs = nn.ModuleList([
+            weight_norm(nn.Conv2d(2 * audio_channels, c, (3, 9), padding=(1, 4))),
+            weight_norm(nn.Conv2d(c, c, (3, 9), stride=(1, 2), dilation=(1, 1), padding=(1, 4))),
+            weight_norm(nn.Conv2d(c, c, (3, 9), stride=(1, 2), dilation=(2, 1), padding=(2, 4))),
+            weight_norm(nn.Conv2d(c, c, (3, 9), stride=(1, 2), dilation=(4, 1), padding=(4, 4))),
+            weight_norm(nn.Conv2d(c, c, (3, 3), padding=(1, 1))),
+        ])
+        self.out = weight_norm(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, ch, n = audio.shape
+        spec = torch.stft(audio.reshape(b * ch, n).float(), self.n_fft, self.n_fft // 4, window=self.window,
+                          return_complex=True, normalized=True)
+        x = torch.view_as_real(spec).reshape(b, ch, *spec.shape[-2:], 2)  # [B, C, F, T, 2]
+        x = x.permute(0, 1, 4, 3, 2).reshape(b, 2 * ch, spec.shape[-1], spec.shape[-2])  # [B, 2C, T, F]
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+            features.append(x)
+        return self.out(x), features
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    def __init__(self, *, audio_channels: int = 2, channels: int = 32,
+                 fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128)) -> None:
+        super().__init__()
+        self.discriminators = nn.ModuleList(
+            STFTDiscriminator(audio_channels=audio_channels, channels=channels, n_fft=n) for n in fft_sizes)
+
+    def forward(self, audio: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        return [d(audio) for d in self.discriminators]
+
+
+def discriminator_loss(real: list, fake: list) -> torch.Tensor:
+    """Hinge: mean(relu(1 - D(real))) + mean(relu(1 + D(fake))), summed over scales."""
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for (r, _), (f, _) in zip(real, fake, strict=True))
+
+
+def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hinge adversarial loss, feature matching) of the generator: mean(relu(1 - D(fake))) over scales, and
+    the L1 distance of the discriminator features of real and fake audio, averaged over layers."""
+    adv = sum(F.relu(1 - f).mean() for f, _ in fake)
+    fm = [(fr.detach() - ff).abs().mean() for (_, fr_list), (_, ff_list) in zip(real, fake, strict=True)
+          for fr, ff in zip(fr_list, ff_list, strict=True)]
+    return adv, sum(fm) / len(fm) * len(real)
+
+
+def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: float = LUFS_RATE) -> torch.Tensor:
+    """Per-channel K-weighted loudness of each 1/`rate` s window, [B, C, windows] in LUFS (floored at -70).
+    Differentiable (for the loudness loss)."""
+    hop = round(sample_rate / rate)
+    weighted = k_weighting(audio, sample_rate)
+    n = weighted.shape[-1] // hop * hop
+    power = weighted[..., :n].pow(2).unflatten(-1, (-1, hop)).mean(-1)
+    return (10 * torch.log10(power + 1e-10) - 0.691).clamp(min=LUFS_FLOOR)
+
+
+def loudness_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mean absolute per-channel, per-window loudness difference in LU, divided by 10 (so ~1 for a 10 LU miss)."""
+    diff = window_loudness(fake, sample_rate=sample_rate) - window_loudness(real, sample_rate=sample_rate)
+    return diff.abs().mean() / 10

@@ -1,0 +1,119 @@
+"""Recipes as code: name -> a complete `TrainConfig`, each with its effective batch, step count and hardware.
+
+Effective batch = data.batch_size (per rank) x ranks x optim.accum_steps. Paths (`data.path`,
+`model.init`) are set on the command line with `--set data.path=...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import DataConfig, ModelSection, OptimConfig, RunConfig, TrainConfig, VAELossConfig
+from .parallelize import ParallelConfig
+
+
+def _cpu_smoke_dit() -> TrainConfig:
+    return TrainConfig(
+        recipe="cpu-smoke", trainer="dit", hardware="CPU, 1-2 processes (gloo)",
+        description="tiny DiT for a few steps on cached latents: checks the whole loop in CI",
+        model=ModelSection(preset="tiny"),
+        data=DataConfig(crop_seconds=1.0, batch_size=2),
+        optim=OptimConfig(lr=1e-3, warmup_steps=2, ema_decay=0.9),
+        run=RunConfig(steps=6, save_every=3, log_every=1, keep=2))
+
+
+def _cpu_smoke_vae() -> TrainConfig:
+    return TrainConfig(
+        recipe="cpu-smoke-vae", trainer="vae", hardware="CPU, 1-2 processes (gloo)",
+        description="tiny VAE with the discriminator from step 2 for a few steps on packed shards (CI)",
+        model=ModelSection(preset="tiny"),
+        data=DataConfig(crop_seconds=0.5, batch_size=2),
+        optim=OptimConfig(lr=1e-3, ema_decay=0.9),
+        vae_loss=VAELossConfig(fft_sizes=(512, 128, 32), discriminator_start=2, discriminator_channels=8,
+                               discriminator_ffts=(256, 64)),
+        run=RunConfig(steps=4, save_every=2, log_every=1, keep=2))
+
+
+def _cpu_smoke_lufs() -> TrainConfig:
+    return TrainConfig(
+        recipe="cpu-smoke-lufs", trainer="lufs", hardware="CPU, 1-2 processes (gloo)",
+        description="tiny T_LUFS for a few steps on cached DINOv2 features (CI)",
+        model=ModelSection(preset="tiny"),
+        data=DataConfig(crop_seconds=1.0, batch_size=2),
+        optim=OptimConfig(lr=1e-3, ema_decay=0.9),
+        run=RunConfig(steps=4, save_every=2, log_every=1, keep=2))
+
+
+def _1gpu_finetune_from_sao() -> TrainConfig:
+    return TrainConfig(
+        recipe="1gpu-finetune-from-sao", trainer="dit", hardware="1 GPU with >= 40 GB (A100 / H100), bf16",
+        description="fine-tune triergon-s from converted Stable Audio Open weights (`triergon convert --from-sao`); "
+                    "effective batch 64 = 8 x 1 GPU x 8 accumulation, 50k steps",
+        model=ModelSection(preset="triergon-s"),
+        data=DataConfig(crop_seconds=10.0, batch_size=8, num_workers=4),
+        optim=OptimConfig(lr=5e-5, warmup_steps=1000, accum_steps=8),
+        parallel=ParallelConfig(activation_checkpointing=True),
+        run=RunConfig(steps=50_000, save_every=1000, log_every=50))
+
+
+def _paper_s_32gpu() -> TrainConfig:
+    return TrainConfig(
+        recipe="paper-s-32gpu", trainer="dit", hardware="32 x A100 80 GB (4 nodes x 8), bf16, FSDP2",
+        description="the paper's Tri-Ergon-S: 720k steps, effective batch 256 = 8 x 32 GPUs x 1",
+        model=ModelSection(preset="triergon-s"),
+        data=DataConfig(crop_seconds=10.0, batch_size=8, num_workers=6),
+        optim=OptimConfig(lr=1e-4, warmup_steps=2000, accum_steps=1),
+        parallel=ParallelConfig(mode="fsdp", param_dtype="bf16"),
+        run=RunConfig(steps=720_000, save_every=5000, log_every=100))
+
+
+def _paper_l_32gpu() -> TrainConfig:
+    return TrainConfig(
+        recipe="paper-l-32gpu", trainer="dit", hardware="32 x A100 80 GB (4 nodes x 8), bf16, FSDP2",
+        description="the paper's Tri-Ergon-L (60 s windows): 220k steps, effective batch 256 = 4 x 32 GPUs x 2",
+        model=ModelSection(preset="triergon-l"),
+        data=DataConfig(crop_seconds=60.0, batch_size=4, num_workers=6),
+        optim=OptimConfig(lr=1e-4, warmup_steps=2000, accum_steps=2),
+        parallel=ParallelConfig(mode="fsdp", param_dtype="bf16", activation_checkpointing=True),
+        run=RunConfig(steps=220_000, save_every=5000, log_every=100))
+
+
+def _vae_8gpu() -> TrainConfig:
+    return TrainConfig(
+        recipe="vae-8gpu", trainer="vae", hardware="8 x A100 80 GB, DDP",
+        description="the paper's Oobleck VAE: 1M steps, effective batch 64 = 8 x 8 GPUs, crops of 1.5 s",
+        model=ModelSection(preset="triergon-s"),
+        data=DataConfig(crop_seconds=1.486, batch_size=8, num_workers=6),
+        optim=OptimConfig(lr=1.5e-4, betas=(0.8, 0.99), ema_decay=0.999),
+        vae_loss=VAELossConfig(discriminator_start=20_000, discriminator_lr=3e-4, discriminator_channels=64),
+        run=RunConfig(steps=1_000_000, save_every=10_000, log_every=100, autocast="off"))
+
+
+def _lufs_8gpu() -> TrainConfig:
+    return TrainConfig(
+        recipe="lufs-8gpu", trainer="lufs", hardware="8 x A100 80 GB, DDP",
+        description="T_LUFS (S) on cached DINOv2 features at 6 fps: 100k steps, effective batch 256 = 32 x 8 GPUs, "
+                    "60 s crops",
+        model=ModelSection(preset="s"),
+        data=DataConfig(crop_seconds=60.0, batch_size=32, num_workers=4),
+        optim=OptimConfig(lr=1e-4, warmup_steps=1000),
+        run=RunConfig(steps=100_000, save_every=5000, log_every=100))
+
+
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    "cpu-smoke": _cpu_smoke_dit,
+    "cpu-smoke-vae": _cpu_smoke_vae,
+    "cpu-smoke-lufs": _cpu_smoke_lufs,
+    "1gpu-finetune-from-sao": _1gpu_finetune_from_sao,
+    "paper-s-32gpu": _paper_s_32gpu,
+    "paper-l-32gpu": _paper_l_32gpu,
+    "vae-8gpu": _vae_8gpu,
+    "lufs-8gpu": _lufs_8gpu,
+}
+
+
+def get_recipe(name: str) -> TrainConfig:
+    try:
+        return RECIPES[name]()
+    except KeyError:
+        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}") from None

@@ -1,0 +1,41 @@
+"""The T_LUFS trainer: MSE between predicted and measured normalised L/R curves, from cached DINOv2 features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, load_predictor
+from ..data.datasets import FeatureCrops
+from ..trainer import Trainer
+
+
+class LufsTrainer(Trainer):
+    def build(self) -> None:
+        name = self.config.model.preset
+        if self.config.model.init:
+            model = load_predictor(self.config.model.init)
+        elif name in LUFS_PREDICTOR_PRESETS:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.run.seed)
+                model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[name])
+        else:
+            raise ValueError(f"unknown T_LUFS preset {name!r}; available: {', '.join(LUFS_PREDICTOR_PRESETS)}")
+        self.predictor_config = model.config
+        self.add_part("lufs", model, lr=self.config.optim.lr)
+
+    def dataset(self) -> FeatureCrops:
+        frames = round(self.config.data.crop_seconds * self.predictor_config.rate)
+        if frames > self.predictor_config.max_frames:
+            raise ValueError(f"data.crop_seconds gives {frames} frames, more than T_LUFS's "
+                             f"{self.predictor_config.max_frames}")
+        return FeatureCrops(self.config.data.path, crop_frames=frames, seed=self.config.run.seed,
+                            split=self.config.data.split)
+
+    def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = batch["mask"]
+        pred = self.parts[part].net(batch["features"], padding_mask=~mask)
+        m = mask[:, None].to(pred.dtype)
+        per_sample = ((pred.float() - batch["lufs"]) ** 2 * m).sum((1, 2)) / (2 * m.sum((1, 2))).clamp(min=1)
+        return self.weighted_mean(per_sample, batch), {}

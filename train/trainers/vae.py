@@ -1,0 +1,73 @@
+"""The VAE trainer: Oobleck autoencoder against a multi-scale STFT discriminator.
+
+Generator loss: sum-and-difference multi-resolution STFT (A-weighted) + adversarial hinge + feature matching
++ KL (+ an optional per-window loudness term), with the paper's weights; the discriminator (hinge) joins after
+`vae_loss.discriminator_start` steps, updated after the autoencoder on the same micro-batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data.datasets import AudioCrops
+from ..losses import (
+    MultiScaleSTFTDiscriminator,
+    discriminator_loss,
+    generator_losses,
+    loudness_loss,
+    stft_loss,
+)
+from ..trainer import Trainer
+from .dit import initial_model
+
+
+class VAETrainer(Trainer):
+    def build(self) -> None:
+        model = initial_model(self.config)
+        self.model_config = model.config
+        lc = self.config.vae_loss
+        self.add_part("vae", model.vae, lr=self.config.optim.lr)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.run.seed + 1)
+            disc = MultiScaleSTFTDiscriminator(audio_channels=model.config.vae.audio_channels,
+                                               channels=lc.discriminator_channels, fft_sizes=lc.discriminator_ffts)
+        self.add_part("disc", disc, lr=lc.discriminator_lr, ema=False)
+        self.stft = stft_loss(lc.fft_sizes).to(self.device)
+
+    def dataset(self) -> AudioCrops:
+        return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
+                          multiple=self.model_config.vae.downsampling_ratio)
+
+    def parts_at(self, step: int) -> list[str]:
+        return ["vae", "disc"] if step >= self.config.vae_loss.discriminator_start else ["vae"]
+
+    def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        lc = self.config.vae_loss
+        # padding places (weight 0) and the padded tails of short clips are silence on both sides
+        keep = (batch["mask"][:, None] * batch["weight"][:, None, None]).float()
+        real = batch["audio"] * keep
+        scale = real.shape[0] * self.info.world_size / batch["_real"]
+        disc = self.parts["disc"]
+        if part == "disc":
+            out = disc.net(torch.cat([real, batch["_fake"]]))
+            n = real.shape[0]
+            loss = discriminator_loss([(x[:n], f) for x, f in out], [(x[n:], f) for x, f in out])
+            return loss * scale, {}
+        fake, kl = self.parts["vae"].net(real, generator=self.generator(step, micro))
+        fake = fake * keep
+        batch["_fake"] = fake.detach()
+        terms = {"stft": self.stft(fake.float(), real.float()), "kl": kl}
+        if lc.loudness > 0:
+            terms["loudness"] = loudness_loss(fake.float(), real.float())
+        if step >= lc.discriminator_start:
+            disc.module.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
+            try:
+                terms["adversarial"], terms["feature_matching"] = generator_losses(disc.module(real), disc.module(fake))
+            finally:
+                disc.module.requires_grad_(True)
+        weights = {"stft": lc.stft, "kl": lc.kl, "loudness": lc.loudness, "adversarial": lc.adversarial,
+                   "feature_matching": lc.feature_matching}
+        loss = sum(weights[k] * v for k, v in terms.items())
+        return loss * scale, {f"vae/{k}": float(v.detach()) for k, v in terms.items()}

@@ -1,0 +1,135 @@
+"""`triergon data pack|cache` and `triergon train [export]`: data preparation and one-process training.
+
+Multi-process training runs under torchrun: `torchrun --nproc-per-node N -m triergon.train ...` takes the
+same arguments as `triergon train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def _bar(desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="clip", disable=quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from ..train.data.pack import pack_manifest
+
+    bar, progress = _bar("packing", args.quiet)
+    with bar:
+        report = pack_manifest(args.manifest, args.output, split=args.split, fps=args.fps, short_side=args.frame_size,
+                               min_seconds=args.min_seconds, bits=args.bits, max_samples=args.shard_size,
+                               progress=progress)
+    print(report.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from ..train.data.cache import build_cache
+    from .checkpoint import load_checkpoint
+    from .encoders import build_encoders
+    from .model import build_model
+
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, device=args.device)
+        identity = {"vae": str(Path(args.checkpoint).resolve())}
+    else:
+        model = build_model(args.preset, device=args.device, seed=args.seed)
+        identity = {"vae": f"preset {args.preset}, seed {args.seed} (random weights)"}
+    encoders = None
+    if args.languagebind:
+        from .languagebind import load_languagebind
+
+        encoders = load_languagebind(args.languagebind, device=args.device)
+    elif not args.no_embeddings:
+        encoders = build_encoders(model.config.conditioning)
+    if encoders is not None:
+        identity["encoders"] = encoders.identity
+    features = None
+    if args.dinov2:
+        from .lufs_predictor import load_dinov2
+
+        features = load_dinov2(args.dinov2, device=args.device)
+        identity["dinov2"] = str(Path(args.dinov2).resolve())
+    bar, progress = _bar("caching", args.quiet)
+    with bar:
+        build_cache(args.shards, args.output, vae=model.vae, encoders=encoders, features=features, identity=identity,
+                    device=args.device, progress=progress)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from ..train.export import export_run
+
+        if not args.export_dir or not args.output:
+            raise ValueError("usage: triergon train export RUN_DIR -o OUT.safetensors [--fp16] [--raw]")
+        path, config = export_run(args.export_dir, args.output, fp16=args.fp16, ema=not args.raw)
+        print(f"wrote {path} ({config.trainer} weights of run {args.export_dir})")
+        return 0
+    if args.action is not None:
+        raise ValueError(f"unknown train action {args.action!r}: use `triergon train --recipe ...` or "
+                         "`triergon train export RUN_DIR -o OUT`")
+    if not args.recipe or not args.run_dir:
+        raise ValueError("triergon train needs --recipe NAME and --run-dir DIR (see `triergon train --help`)")
+    from ..train.run import run_training
+
+    with torch.inference_mode(False):
+        return run_training(args=args)
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="prepare training data: pack clips into shards, cache encoder outputs")
+    cmds = data.add_subparsers(dest="data_command", required=True)
+    pack = cmds.add_parser("pack", help="manifest (JSONL: video, audio, caption, split) -> WebDataset tar shards")
+    pack.add_argument("manifest", help="JSONL manifest, one clip per line")
+    pack.add_argument("-o", "--output", required=True, metavar="SHARDS", help="shard folder")
+    pack.add_argument("--split", help="pack only this split")
+    pack.add_argument("--fps", type=float, default=6.0, help="frame rate of the stored frames (default 6)")
+    pack.add_argument("--frame-size", type=int, default=224, help="short side of stored frames (default 224)")
+    pack.add_argument("--min-seconds", type=float, default=0.5, help="skip shorter clips (default 0.5)")
+    pack.add_argument("--bits", type=int, choices=(16, 24), default=16, help="FLAC bit depth (default 16)")
+    pack.add_argument("--shard-size", type=int, default=1000, help="clips per shard (default 1000)")
+    pack.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pack.set_defaults(func=_pack)
+
+    cache = cmds.add_parser("cache", help="shards -> VAE latents, condition embeddings, LUFS curves "
+                            "(and DINOv2 features)")
+    cache.add_argument("shards", help="shard folder from `triergon data pack`")
+    cache.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder (resumable)")
+    cache.add_argument("--checkpoint", help="Tri-Ergon checkpoint whose VAE encodes the latents")
+    cache.add_argument("--preset", default="tiny", help="without --checkpoint: a preset with seeded random weights")
+    cache.add_argument("--seed", type=int, default=0, help="seed of the random preset weights (default 0)")
+    cache.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers folder for the embeddings")
+    cache.add_argument("--no-embeddings", action="store_true", help="cache no text / audio / video embeddings")
+    cache.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder: also cache frame features for T_LUFS")
+    cache.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    cache.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cache.set_defaults(func=_cache)
+
+    from ..train.run import add_train_arguments
+
+    train = sub.add_parser("train", help="train in one process; `triergon train export RUN_DIR -o OUT` writes a "
+                           "run's EMA weights", description="Train in one process (the same arguments as "
+                           "`torchrun ... -m triergon.train`), or export a run's weights.")
+    train.add_argument("action", nargs="?", choices=("export",), help="export: write a run's weights")
+    train.add_argument("export_dir", nargs="?", metavar="RUN_DIR", help="the run to export")
+    add_train_arguments(train, required=False)
+    train.add_argument("-o", "--output", help="export: output .safetensors")
+    train.add_argument("--fp16", action="store_true", help="export: float16 weights (half the size)")
+    train.add_argument("--raw", action="store_true", help="export: the raw weights instead of the EMA")
+    train.set_defaults(func=_train)
