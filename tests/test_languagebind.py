@@ -22,14 +22,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from _helpers import assert_unit_embeddings, condition_clips, perturb_
 from _lb_oracle import oracle
+from _lb_shim import repair_from_pretrained, skip_processor_init_check
 from _videos import read_index, write_video
-from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
 import triergon
 from triergon.triergon_core.generate import prepare_conditions
-from triergon.triergon_core.languagebind import LanguageBindEncoders, load_languagebind
+from triergon.triergon_core.languagebind import LanguageBindEncoders, bytes_to_unicode, load_languagebind
 from triergon.triergon_core.languagebind_preprocess import (
     OPENAI_DATASET_MEAN,
     OPENAI_DATASET_STD,
@@ -77,10 +78,12 @@ def _save_tower(folder: Path, kind: str, vision: dict, seed: int) -> None:
 
 
 def _package_model(folder: Path, kind: str):
-    """The package's model as it loads itself, with only what transformers 4.5x needs to run it."""
+    """The package's model as it loads itself, with only what transformers 4.5x / 5.x need to run it right."""
     lb = oracle()
     cls = lb.LanguageBindVideo if kind == "video" else lb.LanguageBindAudio
     model = cls.from_pretrained(folder, local_files_only=True).eval()
+    repaired = repair_from_pretrained(model, folder)
+    assert not repaired or int(transformers.__version__.split(".")[0]) >= 5, repaired  # 4.x loads it right
     for sub in (model.config.text_config, model.config.vision_config):
         sub._attn_implementation = "eager"
     if kind == "audio":
@@ -200,6 +203,7 @@ def processing_audio(monkeypatch):
     _stub(monkeypatch, "cv2")
     transforms = _stub(monkeypatch, "torchvision.transforms")
     _stub(monkeypatch, "torchvision", transforms=transforms)
+    skip_processor_init_check(monkeypatch)
     return _load_processing("audio")
 
 
@@ -229,6 +233,7 @@ def processing_video(monkeypatch):
     _stub(monkeypatch, "pytorchvideo.data.encoded_video", EncodedVideo=_Dummy)
     _stub(monkeypatch, "pytorchvideo.transforms", ApplyTransformToKey=_Dummy, ShortSideScale=_ShortSideScale,
           UniformTemporalSubsample=_Dummy)
+    skip_processor_init_check(monkeypatch)
     module = _load_processing("video")
     module.fake_videos = videos
     return module

@@ -104,11 +104,24 @@ class _Tower:
         return x.to(device=p.device, dtype=p.dtype)
 
 
-def _clip_tokenizer(vocab_file: Path, merges_file: Path):
-    """CLIP's BPE tokenizer on these files, padding with <|endoftext|> as LanguageBind's tokenizer classes do."""
+def _clip_tokenizer(folder: Path):
+    """CLIP's BPE tokenizer from the folder's vocab.json / merges.txt (and tokenizer_config.json if present), padding
+    with <|endoftext|> as LanguageBind's tokenizer classes do. `from_pretrained` reads these files alike under
+    transformers 4.x (Python BPE) and 5.x (the `tokenizers` backend)."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file), pad_token="<|endoftext|>")
+    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, pad_token="<|endoftext|>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP's byte -> printable character table of byte-level BPE (transformers 5 no longer exports it)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    cs = bs[:]
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + len(cs) - 188)  # the n-th byte left out maps to chr(256 + n)
+    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def _load_tower(path: Path, kind: str, *, text: bool, device: torch.device, dtype: torch.dtype,
@@ -116,7 +129,7 @@ def _load_tower(path: Path, kind: str, *, text: bool, device: torch.device, dtyp
     """One checkpoint from its folder (validated first; see `languagebind_checkpoint.load_tower`)."""
     with torch.inference_mode(False):  # built lazily, maybe inside inference_mode: keep ordinary parameters
         model = load_tower(path, kind, text=text, device=device, dtype=dtype)
-    tokenizer = _clip_tokenizer(path / "vocab.json", path / "merges.txt") if text else None
+    tokenizer = _clip_tokenizer(path) if text else None
     return _Tower(model, tokenizer=tokenizer, attn_implementation=attn_implementation)
 
 
@@ -140,15 +153,13 @@ def _tiny_tokenizer():
     """CLIP's BPE tokenizer on a byte-level vocabulary (each byte alone and word-final, then <|startoftext|> and
     <|endoftext|>, the largest id, as CLIP's EOT pooling needs) and no merges. The tokenizer reads only files:
     they exist in a temporary folder just while it is constructed."""
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
-
     chars = list(bytes_to_unicode().values())
     vocab = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory(prefix="triergon-tiny-tokenizer-") as folder:
         vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
         vocab_file.write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
         merges_file.write_text("#version: 0.2\n", encoding="utf-8")
-        return _clip_tokenizer(vocab_file, merges_file)
+        return _clip_tokenizer(Path(folder))
 
 
 def _tiny_spec() -> str:
