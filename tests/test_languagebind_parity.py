@@ -38,8 +38,8 @@ TINY = {
     "audio-time": {**_VISION, "num_frames": 2, "add_time_attn": True, "num_mel_bins": 16, "target_length": 48,
                    "lora_r": 0},  # the audio code's temporal block (with its MLP) on 2 frames; unused by the release
 }
-# measured float32 errors, max |ours - package| / max |package|, stay below these (see the report in each test)
-TOL = {"tiny": 2e-6, "full": 2e-5}
+# float32 errors, max |ours - package| / max |package| (each test prints its own)
+TOL = {"tiny": 2e-6, "full": 5e-6}  # measured: tiny <= 6.3e-7, full size <= 9.5e-7 (sdpa; eager: 0)
 
 
 def _real_config(kind: str) -> dict:
