@@ -504,3 +504,18 @@ def test_cli_generate_with_languagebind_folder(root, tmp_path, caplog):
         for h in [h for h in log.handlers if h not in handlers]:
             log.removeHandler(h)
         log.setLevel(level)
+
+
+def test_tokenizer_files_saved_by_the_package_load_as_clip(root, tmp_path):
+    """A folder whose tokenizer_config.json names LanguageBind's tokenizer class (as the released ones may) gives
+    the same tokens through `CLIPTokenizer` as through the package's class."""
+    from triergon.triergon_core.languagebind import _clip_tokenizer
+
+    theirs = oracle().LanguageBindVideoTokenizer.from_pretrained(root / "video")
+    theirs.save_pretrained(tmp_path)
+    assert "LanguageBindVideoTokenizer" in (tmp_path / "tokenizer_config.json").read_text()
+    ours = _clip_tokenizer(tmp_path)
+    texts = [*PROMPTS, "Rain, RAIN & rain!", "Rain " * 90]
+    kwargs = {"max_length": 77, "padding": "max_length", "truncation": True, "return_tensors": "pt"}
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(ours(texts, **kwargs)[key], theirs(texts, **kwargs)[key])
