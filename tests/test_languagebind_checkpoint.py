@@ -120,7 +120,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         def __reduce__(self):
             return (print, ("unpickled",))
 
-    (evil / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Payload()}))
+    (evil / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Payload()}, protocol=2))
     with pytest.raises(ValueError, match=r"cannot read LanguageBind weights .*pytorch_model\.bin"):
         load_tower(evil, "video", text=True, device=torch.device("cpu"), dtype=torch.float32)
     with pytest.raises(ValueError, match="add_time_attn false"):
