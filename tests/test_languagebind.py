@@ -1,4 +1,4 @@
-"""LanguageBind encoders on tiny random towers built with the package's own classes (no weights needed).
+"""LanguageBind encoders on tiny checkpoints written by the package's own classes (the test oracle, `_lb_oracle`).
 
 Preprocessing parity: the package's processor code runs where it can (its audio transform and text path, with
 OpenCV / torchvision stubbed out of the import; its video loader with a fake decord reader and the torchvision /
@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -21,13 +22,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from _helpers import assert_unit_embeddings, condition_clips, perturb_
+from _lb_oracle import oracle
+from _lb_shim import repair_from_pretrained, skip_processor_init_check
 from _videos import read_index, write_video
-from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
 import triergon
 from triergon.triergon_core.generate import prepare_conditions
-from triergon.triergon_core.languagebind import LanguageBindEncoders, languagebind_classes, load_languagebind
+from triergon.triergon_core.languagebind import LanguageBindEncoders, bytes_to_unicode, load_languagebind
 from triergon.triergon_core.languagebind_preprocess import (
     OPENAI_DATASET_MEAN,
     OPENAI_DATASET_STD,
@@ -39,6 +42,8 @@ from triergon.triergon_core.languagebind_preprocess import (
     short_side_scale,
 )
 from triergon.triergon_core.presets import get_preset
+
+pytestmark = pytest.mark.encoders
 
 D = 64  # tiny projection size: the tiny preset's conditioning embed_dim
 MERGES = [("r", "a"), ("ra", "i"), ("rai", "n</w>"), ("o", "n</w>")]
@@ -61,7 +66,7 @@ def _write_tokenizer(folder: Path) -> None:
 
 
 def _save_tower(folder: Path, kind: str, vision: dict, seed: int) -> None:
-    lb = languagebind_classes()
+    lb = oracle()
     config_cls = lb.LanguageBindVideoConfig if kind == "video" else lb.LanguageBindAudioConfig
     model_cls = lb.LanguageBindVideo if kind == "video" else lb.LanguageBindAudio
     config = config_cls(text_config=TEXT, vision_config=vision, projection_dim=D)
@@ -73,15 +78,17 @@ def _save_tower(folder: Path, kind: str, vision: dict, seed: int) -> None:
 
 
 def _package_model(folder: Path, kind: str):
-    """The package's model as it loads itself, with only what transformers 4.5x needs to run it."""
-    lb = languagebind_classes()
+    """The package's model as it loads itself, with only what transformers 4.5x / 5.x need to run it right."""
+    lb = oracle()
     cls = lb.LanguageBindVideo if kind == "video" else lb.LanguageBindAudio
     model = cls.from_pretrained(folder, local_files_only=True).eval()
+    repaired = repair_from_pretrained(model, folder)
+    assert not repaired or int(transformers.__version__.split(".")[0]) >= 5, repaired  # 4.x loads it right
     for sub in (model.config.text_config, model.config.vision_config):
         sub._attn_implementation = "eager"
     if kind == "audio":
         emb = model.vision_model.embeddings
-        emb.forward = types.MethodType(lb.legacy_patch_embedding_forward, emb)
+        emb.forward = types.MethodType(lb.video_module.CLIPVisionEmbeddings.forward, emb)
     return model
 
 
@@ -116,7 +123,7 @@ def _stub(monkeypatch, name: str, **attrs) -> types.ModuleType:
 
 def _load_processing(kind: str):
     """Execute the package's processing_<kind>.py by path (under a throwaway name, never in sys.modules)."""
-    path = Path(inspect.getfile(languagebind_classes().LanguageBindVideo)).parents[1] / kind / f"processing_{kind}.py"
+    path = Path(inspect.getfile(oracle().LanguageBindVideo)).parents[1] / kind / f"processing_{kind}.py"
     spec = importlib.util.spec_from_file_location(f"_lb_test_processing_{kind}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -196,6 +203,7 @@ def processing_audio(monkeypatch):
     _stub(monkeypatch, "cv2")
     transforms = _stub(monkeypatch, "torchvision.transforms")
     _stub(monkeypatch, "torchvision", transforms=transforms)
+    skip_processor_init_check(monkeypatch)
     return _load_processing("audio")
 
 
@@ -225,6 +233,7 @@ def processing_video(monkeypatch):
     _stub(monkeypatch, "pytorchvideo.data.encoded_video", EncodedVideo=_Dummy)
     _stub(monkeypatch, "pytorchvideo.transforms", ApplyTransformToKey=_Dummy, ShortSideScale=_ShortSideScale,
           UniformTemporalSubsample=_Dummy)
+    skip_processor_init_check(monkeypatch)
     module = _load_processing("video")
     module.fake_videos = videos
     return module
@@ -233,32 +242,14 @@ def processing_video(monkeypatch):
 # --- import --------------------------------------------------------------------------------------------------
 
 
-def test_package_imported_without_its_init():
-    before = {k for k in sys.modules if k == "languagebind" or k.startswith("languagebind.")}
-    lb = languagebind_classes()
-    assert {k for k in sys.modules if k == "languagebind" or k.startswith("languagebind.")} == before
-    assert lb is languagebind_classes()
-    source = Path(inspect.getfile(lb.LanguageBindVideo))
-    assert source.name == "modeling_video.py" and source.parent.parent.name == "languagebind"
-    assert lb.LanguageBindVideo.__module__ == "_triergon_languagebind.video.modeling_video"
-
-
-def test_real_import_unaffected():
-    """After our private import, `import languagebind` fails (or works) exactly for its own reasons."""
-    languagebind_classes()
-    before = set(sys.modules)
-    try:
-        import languagebind  # noqa: F401
-
-        error = None
-    except ImportError as err:
-        error = err
-    finally:
-        for name in set(sys.modules) - before:
-            if name == "languagebind" or name.startswith("languagebind."):
-                del sys.modules[name]
-    if importlib.util.find_spec("torchvision") is None:  # here: the package's processors need torchvision
-        assert isinstance(error, ModuleNotFoundError) and error.name == "torchvision", error
+def test_runtime_never_imports_the_package(root, tmp_path):
+    """Loading and running the towers imports neither `languagebind` nor `peft` (our own modules)."""
+    code = ("import sys, torch; from triergon.triergon_core.languagebind import load_languagebind; "
+            f"e = load_languagebind({str(root)!r}); e.encode_text(['rain']); e.encode_audio(torch.randn(1, 2, 8000)); "
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in ('languagebind', 'peft', '_lb_oracle_pkg')))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --- preprocessing parity and hand-computed expectations ----------------------------------------------------
@@ -288,7 +279,7 @@ def test_audio_too_short_is_a_clear_error():
 
 
 def test_text_matches_package_processor(processing_audio, root, enc):
-    tokenizer = languagebind_classes().LanguageBindAudioTokenizer.from_pretrained(root / "audio")
+    tokenizer = oracle().LanguageBindAudioTokenizer.from_pretrained(root / "audio")
     config = types.SimpleNamespace(vision_config=types.SimpleNamespace(
         audio_sample_rate=16000, num_mel_bins=32, target_length=64, audio_mean=0.0, audio_std=1.0))
     texts = [*PROMPTS, "Rain " * 90]  # the last one is truncated to 77 tokens, ending with <|endoftext|>
@@ -406,14 +397,11 @@ def test_audio_file_matches_package(root, enc, tmp_path, processing_audio, monke
     torch.testing.assert_close(enc.encode_audio_file(path), want, atol=1e-5, rtol=0)
 
 
-def test_video_tower_with_3d_patch_embedding(tmp_path, clips):
-    """clip_type "vl_new" configs use the package's CLIPVisionEmbeddings3D (a class token per frame)."""
+def test_video_tower_with_3d_patch_embedding_is_a_clear_error(tmp_path, clips):
+    """clip_type "vl_new" (the package's CLIPVisionEmbeddings3D) is not used by the released checkpoints."""
     _save_tower(tmp_path / "video", "video", {**VIDEO, "clip_type": "vl_new"}, seed=6)
-    enc = load_languagebind(tmp_path)
-    assert type(enc._tower("video").model.vision_model.embeddings).__name__ == "CLIPVisionEmbeddings3D"
-    batch = enc.encode_video(clips["video"])
-    assert_unit_embeddings(batch, 3, D)
-    torch.testing.assert_close(batch[1:2], enc.encode_video(clips["video"][1:2]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="clip_type 'vl_new'"):
+        load_languagebind(tmp_path).encode_video(clips["video"][:1])
 
 
 def test_lazy_loading_and_clear_errors(root, tmp_path, clips):
@@ -451,9 +439,9 @@ def test_text_tower_choice_and_dtype(root, enc, clips):
         want = F.normalize(ref.get_text_features(**from_audio.tokenize(PROMPTS)), dim=-1)[:, None]
     torch.testing.assert_close(from_audio.encode_text(PROMPTS), want, atol=1e-5, rtol=0)
     assert from_audio.loaded == ("audio",)
-    assert from_audio._towers["audio"].model.text_model is not None
+    assert from_audio._towers["audio"].model.has_text
     enc.encode_audio(clips["audio"][:1])
-    assert enc._towers["audio"].model.text_model is None  # text from the video tower: the other one is freed
+    assert not enc._towers["audio"].model.has_text  # text from the video tower: the other one is freed
     half = load_languagebind(root, dtype=torch.bfloat16)
     for name, x in (("encode_text", PROMPTS), ("encode_audio", clips["audio"]), ("encode_video", clips["video"])):
         out = getattr(half, name)(x)
@@ -516,3 +504,18 @@ def test_cli_generate_with_languagebind_folder(root, tmp_path, caplog):
         for h in [h for h in log.handlers if h not in handlers]:
             log.removeHandler(h)
         log.setLevel(level)
+
+
+def test_tokenizer_files_saved_by_the_package_load_as_clip(root, tmp_path):
+    """A folder whose tokenizer_config.json names LanguageBind's tokenizer class (as the released ones may) gives
+    the same tokens through `CLIPTokenizer` as through the package's class."""
+    from triergon.triergon_core.languagebind import _clip_tokenizer
+
+    theirs = oracle().LanguageBindVideoTokenizer.from_pretrained(root / "video")
+    theirs.save_pretrained(tmp_path)
+    assert "LanguageBindVideoTokenizer" in (tmp_path / "tokenizer_config.json").read_text()
+    ours = _clip_tokenizer(tmp_path)
+    texts = [*PROMPTS, "Rain, RAIN & rain!", "Rain " * 90]
+    kwargs = {"max_length": 77, "padding": "max_length", "truncation": True, "return_tensors": "pt"}
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(ours(texts, **kwargs)[key], theirs(texts, **kwargs)[key])

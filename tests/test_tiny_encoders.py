@@ -18,10 +18,13 @@ from _videos import write_video
 import triergon
 from triergon.triergon_core.cli import main
 from triergon.triergon_core.encoders import build_encoders
-from triergon.triergon_core.languagebind import TINY_CONFIGS, TINY_SEED, LanguageBindEncoders, languagebind_classes
+from triergon.triergon_core.languagebind import TINY_CONFIGS, TINY_SEED, LanguageBindEncoders
 from triergon.triergon_core.languagebind_preprocess import preprocess_audio, preprocess_video
+from triergon.triergon_core.languagebind_towers import LanguageBindTower
 from triergon.triergon_core.presets import get_preset
 from triergon.triergon_core.video import probe_video
+
+pytestmark = pytest.mark.encoders
 
 D = get_preset("tiny").conditioning.embed_dim
 PROMPTS = ["rain on a tin roof", "a dog barks twice far away", "on"]
@@ -48,20 +51,22 @@ def clips():
 
 
 def test_the_preset_carries_languagebinds_towers(enc):
-    lb = languagebind_classes()
+    from transformers import CLIPTokenizer
+
     assert build_encoders(get_preset("tiny").conditioning) is enc  # built once per process, then shared
     video, audio = enc._towers["video"].model, enc._towers["audio"].model
-    assert type(video) is lb.LanguageBindVideo and type(audio) is lb.LanguageBindAudio
-    assert type(enc._towers["video"].tokenizer) is lb.LanguageBindVideoTokenizer
-    assert audio.text_model is None  # e_L comes from the video checkpoint's text tower, as with real folders
+    assert type(video) is LanguageBindTower and type(audio) is LanguageBindTower
+    assert isinstance(enc._towers["video"].tokenizer, CLIPTokenizer)
+    assert not audio.has_text  # e_L comes from the video checkpoint's text tower, as with real folders
     for kind, model in (("video", video), ("audio", audio)):
-        vision = model.config.vision_config
+        vision = model.vision_config
         for key, value in TINY_CONFIGS[kind].items():
-            if key != "image_size":  # the audio model rewrites it as its filter-bank size
-                assert getattr(vision, key) == value, (kind, key)
-        assert model.config.projection_dim == enc.embed_dim == D
+            assert getattr(vision, key) == value, (kind, key)
+        assert model.projection_dim == enc.embed_dim == D
         assert not model.training and not any(p.requires_grad for p in model.parameters())
-    assert video.config.text_config.num_hidden_layers == TINY_CONFIGS["text"]["num_hidden_layers"]
+    assert video.vision_config.add_time_attn and len(video.vision_model.encoder.layers[0].temporal_embedding[0]) == 8
+    assert audio.vision_model.embeddings.position_embedding.num_embeddings == (32 // 8) * (128 // 8) + 1
+    assert video.text_config.num_hidden_layers == TINY_CONFIGS["text"]["num_hidden_layers"]
     assert enc.identity.startswith(f"languagebind-tiny-random:seed={TINY_SEED}:embed_dim={D}:")
     assert "video=2x32:8x32/8" in enc.identity and "weights=" in enc.identity
 
@@ -82,9 +87,9 @@ def test_shapes_norms_and_distinct_inputs(enc, clips, tmp_path):
 
 
 def test_preprocessing_is_languagebinds_at_tiny_size(enc, clips):
-    """Embeddings = the package's models on LanguageBind's preprocessing at the tiny configs' sizes."""
+    """Embeddings = the towers on LanguageBind's preprocessing at the tiny configs' sizes."""
     video, audio = enc._towers["video"].model, enc._towers["audio"].model
-    cfg = audio.config.vision_config
+    cfg = audio.vision_config
     with torch.no_grad():
         pix = torch.stack([preprocess_video(c, num_frames=8, size=32) for c in clips["video"]])
         mels = torch.stack([preprocess_audio(w, 44100, num_mel_bins=32, target_length=128, audio_mean=cfg.audio_mean,

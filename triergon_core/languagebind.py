@@ -22,36 +22,25 @@ e_V then share the space of one contrastive model, and text-only / video runs ne
 LanguageBind's own multi-modal wrapper treats the text towers as interchangeable (it keeps whichever
 checkpoint loaded last); `text_tower="audio"` takes the audio checkpoint's instead.
 
-Tiny random towers: `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds the same classes at tiny
+Towers: our own PyTorch modules (`languagebind_towers`) with the package's parameter names; the checkpoints are
+read by `languagebind_checkpoint` (safetensors, `pytorch_model.bin` with `weights_only=True`, or shards; LoRA
+weights merged at load). The tokenizer is CLIP's BPE (`transformers.CLIPTokenizer`) on the folder's `vocab.json`
+/ `merges.txt`, as the package's tokenizer classes (which only set <|endoftext|> as the padding token). The
+`languagebind` package is not used at run time; the tests compare these towers with its classes.
+
+Tiny random towers: `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds the same towers at tiny
 sizes (`TINY_CONFIGS`) with seeded random weights and a byte-level tokenizer, in memory: the `tiny` preset's
 encoders (`encoders.build_encoders`), so every conditioning path runs without any download.
-
-The `languagebind` package (0.1.0) cannot be imported here: its `__init__` imports every processor, and those
-need torchvision, pytorchvideo (broken with current torchvision), OpenCV and decord. Only its model,
-configuration and tokenizer modules are used (they need torch, transformers and peft): they are imported as
-`_triergon_languagebind.*`, a private package whose search path is the installed package's folder and whose
-`__init__` is never run; the models' one absolute import (`languagebind._compat`) is pointed at the private
-copy only while they import. Nothing named `languagebind*` is left in `sys.modules`, so a later real
-`import languagebind` behaves as it would have without this module.
-
-Fixes for current transformers applied at load: the text / vision sub-configs get an attention
-implementation ("sdpa" by default; the configs carry none, which transformers 4.5x needs), and the audio
-tower's patch embedding runs LanguageBind's original forward (transformers' CLIPVisionEmbeddings now rejects
-the non-square 112 x 1036 filter-bank images that the audio tower's resized position grid is made for).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.machinery
 import json
 import logging
 import os
-import sys
 import tempfile
 import threading
-import types
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import SAMPLE_RATE
+from .languagebind_checkpoint import TOWERS, check_tower_files, load_tower, tower_from_config
 from .languagebind_preprocess import (
     AUDIO_MEAN,
     AUDIO_SAMPLE_RATE,
@@ -68,21 +58,11 @@ from .languagebind_preprocess import (
     preprocess_audio,
     preprocess_video,
 )
+from .languagebind_towers import LanguageBindTower
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "languagebind_classes", "load_languagebind"]
-
-_PRIVATE = "_triergon_languagebind"
-_IMPORT_LOCK = threading.Lock()
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                 "pytorch_model.bin.index.json")
-_TOKENIZER_FILES = ("vocab.json", "merges.txt")
-# tower -> (model_type in config.json, accepted sub-folder names, Hugging Face repository)
-_TOWERS = {
-    "video": ("LanguageBindVideo", ("video", "LanguageBind_Video_FT"), "LanguageBind/LanguageBind_Video_FT"),
-    "audio": ("LanguageBindAudio", ("audio", "LanguageBind_Audio_FT"), "LanguageBind/LanguageBind_Audio_FT"),
-}
+__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "load_languagebind"]
 
 # `LanguageBindEncoders.tiny_random`: the package's config values at tiny sizes (the released towers: width 768
 # or 1024, 12 or 24 layers, 224 x 224 frames in 14 x 14 patches, 112 mel bins x 1036 frames). LoRA off, as in
@@ -90,69 +70,15 @@ _TOWERS = {
 TINY_SEED = 1234
 _TINY_WIDTH = {"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
 TINY_CONFIGS = {
-    "text": {**_TINY_WIDTH, "max_position_embeddings": CONTEXT_LENGTH},
+    "text": {**_TINY_WIDTH, "max_position_embeddings": CONTEXT_LENGTH, "hidden_act": "gelu"},
     "video": {**_TINY_WIDTH, "image_size": 32, "patch_size": 8, "add_time_attn": True, "num_frames": 8,
-              "lora_r": 0},
+              "lora_r": 0, "hidden_act": "gelu"},
     "audio": {**_TINY_WIDTH, "image_size": 32, "patch_size": 8, "num_frames": 1, "lora_r": 0, "num_mel_bins": 32,
               "target_length": 128, "audio_sample_rate": AUDIO_SAMPLE_RATE, "audio_mean": AUDIO_MEAN,
-              "audio_std": AUDIO_STD},
+              "audio_std": AUDIO_STD, "hidden_act": "gelu"},
 }
 _TINY_CACHE: dict[tuple[int, int], LanguageBindEncoders] = {}
 _TINY_LOCK = threading.Lock()
-
-
-# --- importing the package's model code without its __init__ -----------------------------------------------
-
-
-def languagebind_classes() -> types.SimpleNamespace:
-    """The `languagebind` package's classes, imported without running its `__init__` (see the module doc).
-
-    Returns a namespace with `LanguageBindVideo`, `LanguageBindVideoConfig`, `LanguageBindAudio`,
-    `LanguageBindAudioConfig`, `LanguageBindVideoTokenizer`, `LanguageBindAudioTokenizer` and
-    `legacy_patch_embedding_forward` (the package's own CLIPVisionEmbeddings.forward). Imported once.
-
-    Raises:
-        ImportError: the package is not installed, or its modules fail to import.
-    """
-    with _IMPORT_LOCK:
-        pkg = sys.modules.get(_PRIVATE)
-        if pkg is not None and hasattr(pkg, "classes"):
-            return pkg.classes
-        spec = importlib.machinery.PathFinder.find_spec("languagebind")  # finds, never executes, the package
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("LanguageBind's model code is missing: `pip install languagebind` (only its model, "
-                              "config and tokenizer modules are used, so its video extras are not needed)")
-        locations = list(spec.submodule_search_locations)
-        pkg = types.ModuleType(_PRIVATE, "private import of the `languagebind` package's model modules")
-        pkg.__path__ = locations
-        pkg.__spec__ = importlib.machinery.ModuleSpec(_PRIVATE, None, is_package=True)
-        pkg.__spec__.submodule_search_locations = locations
-        sys.modules[_PRIVATE] = pkg
-        alias = None
-        try:
-            if any((Path(loc) / "_compat.py").is_file() for loc in locations):
-                compat = importlib.import_module(f"{_PRIVATE}._compat")
-                if "languagebind._compat" not in sys.modules:
-                    alias = sys.modules["languagebind._compat"] = compat
-            mods = {name: importlib.import_module(f"{_PRIVATE}.{name}") for name in (
-                "video.modeling_video", "video.tokenization_video", "audio.modeling_audio",
-                "audio.tokenization_audio")}
-        except Exception as err:
-            for name in [n for n in sys.modules if n == _PRIVATE or n.startswith(_PRIVATE + ".")]:
-                del sys.modules[name]
-            raise ImportError(f"cannot import LanguageBind's model modules from {locations[0]}: {err}") from err
-        finally:
-            if alias is not None and sys.modules.get("languagebind._compat") is alias:
-                del sys.modules["languagebind._compat"]
-        video, audio = mods["video.modeling_video"], mods["audio.modeling_audio"]
-        pkg.classes = types.SimpleNamespace(
-            LanguageBindVideo=video.LanguageBindVideo, LanguageBindVideoConfig=video.LanguageBindVideoConfig,
-            LanguageBindAudio=audio.LanguageBindAudio, LanguageBindAudioConfig=audio.LanguageBindAudioConfig,
-            LanguageBindVideoTokenizer=mods["video.tokenization_video"].LanguageBindVideoTokenizer,
-            LanguageBindAudioTokenizer=mods["audio.tokenization_audio"].LanguageBindAudioTokenizer,
-            legacy_patch_embedding_forward=video.CLIPVisionEmbeddings.forward,
-        )
-        return pkg.classes
 
 
 # --- towers -------------------------------------------------------------------------------------------------
@@ -160,83 +86,51 @@ def languagebind_classes() -> types.SimpleNamespace:
 
 def _tower_dir(root: Path, kind: str) -> Path:
     """The first existing accepted sub-folder of `root` for tower `kind` (else the canonical one)."""
-    names = _TOWERS[kind][1]
+    names = TOWERS[kind][1]
     return next((root / n for n in names if (root / n).is_dir()), root / names[0])
 
 
-def _check_tower_files(path: Path, kind: str, *, text: bool) -> dict:
-    """Validate a tower folder; return its config.json. Errors name the tower, its use and the path."""
-    model_type, _, repo = _TOWERS[kind]
-    use = {"video": "video conditions (e_V)", "audio": "reference-audio conditions (e_A)"}[kind]
-    use += " and text conditions (e_L)" if text else ""
-    hint = f"download {repo} there, e.g. `huggingface-cli download {repo} --local-dir {path}`"
-    if not path.is_dir():
-        raise FileNotFoundError(f"LanguageBind {kind} tower not found: no folder {path} (needed for {use}); {hint}")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no config.json (needed for {use}); {hint}")
-    config = json.loads(config_file.read_text())
-    if config.get("model_type") != model_type:
-        raise ValueError(f"{config_file} is a {config.get('model_type')!r} model, not {model_type!r}: the {kind} "
-                         f"tower folder must hold {repo}")
-    if not any((path / f).is_file() for f in _WEIGHT_FILES):
-        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no weights (one of {', '.join(_WEIGHT_FILES)}"
-                                f"; needed for {use}); {hint}")
-    missing = [f for f in _TOKENIZER_FILES if not (path / f).is_file()] if text else []
-    if missing:
-        raise FileNotFoundError(f"LanguageBind {kind} tower at {path} has no tokenizer files ({', '.join(missing)}; "
-                                f"needed for {use}); {hint}")
-    return config
-
-
 class _Tower:
-    """A LanguageBind model ready to encode (eval, no grad, fixed for current transformers, on `device` in `dtype`)
-    and, for the text tower, its tokenizer (`tokenizer=None`: the model's text tower is freed)."""
+    """A loaded checkpoint (`LanguageBindTower`, eval, frozen) and, for the text tower, its tokenizer."""
 
-    def __init__(self, model, kind: str, *, tokenizer, device: torch.device, dtype: torch.dtype,
-                 attn_implementation: str) -> None:
-        with torch.inference_mode(False):  # built inside inference_mode (lazily): keep ordinary parameters
-            for sub in (model.config.text_config, model.config.vision_config):
-                sub._attn_implementation = attn_implementation
-            if kind == "audio":  # non-square filter-bank input: LanguageBind's own patch-embedding forward
-                emb = model.vision_model.embeddings
-                emb.forward = types.MethodType(languagebind_classes().legacy_patch_embedding_forward, emb)
-            if tokenizer is None:  # e_L comes from the other checkpoint: free this text tower
-                model.text_model = model.text_projection = None
-            self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.vision_config = model.config.vision_config
-        self.projection_dim = int(model.config.projection_dim)
+    def __init__(self, model: LanguageBindTower, *, tokenizer, attn_implementation: str) -> None:
+        model.set_attention(attn_implementation)
+        self.model, self.tokenizer = model, tokenizer
+        self.vision_config = model.vision_config
+        self.projection_dim = model.projection_dim
 
     def cast(self, x: torch.Tensor) -> torch.Tensor:
         p = next(self.model.parameters())
         return x.to(device=p.device, dtype=p.dtype)
 
 
+def _clip_tokenizer(folder: Path):
+    """CLIP's BPE tokenizer from the folder's vocab.json / merges.txt (and tokenizer_config.json if present), padding
+    with <|endoftext|> as LanguageBind's tokenizer classes do. `from_pretrained` reads these files alike under
+    transformers 4.x (Python BPE) and 5.x (the `tokenizers` backend)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, pad_token="<|endoftext|>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP's byte -> printable character table of byte-level BPE (transformers 5 no longer exports it)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    cs = bs[:]
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + len(cs) - 188)  # the n-th byte left out maps to chr(256 + n)
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
 def _load_tower(path: Path, kind: str, *, text: bool, device: torch.device, dtype: torch.dtype,
                 attn_implementation: str) -> _Tower:
-    """One checkpoint from its folder (validated first; see `_check_tower_files`)."""
-    _check_tower_files(path, kind, text=text)
-    classes = languagebind_classes()
-    cls = classes.LanguageBindVideo if kind == "video" else classes.LanguageBindAudio
-    with torch.inference_mode(False):
-        model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
-    params = dict(model.named_parameters())
-    missing = [k for k in info.get("missing_keys", ()) if k in params]
-    if missing:
-        raise ValueError(f"the LanguageBind {kind} checkpoint at {path} lacks {len(missing)} weights of "
-                         f"its config's model (e.g. {missing[:3]}); is it {_TOWERS[kind][2]}?")
-    if not hasattr(model.vision_model, "embeddings"):  # the video code builds none without time attention
-        raise ValueError(f"{path / 'config.json'} has add_time_attn false: not a LanguageBind video tower "
-                         f"({_TOWERS[kind][2]} expected)")
-    tokenizer = None
-    if text:
-        tok_cls = classes.LanguageBindVideoTokenizer if kind == "video" else classes.LanguageBindAudioTokenizer
-        tokenizer = tok_cls.from_pretrained(path, local_files_only=True)
-    tower = _Tower(model, kind, tokenizer=tokenizer, device=device, dtype=dtype,
-                   attn_implementation=attn_implementation)
-    logger.info("loaded the LanguageBind %s tower from %s", kind, path)
-    return tower
+    """One checkpoint from its folder (validated first; see `languagebind_checkpoint.load_tower`)."""
+    with torch.inference_mode(False):  # built lazily, maybe inside inference_mode: keep ordinary parameters
+        model = load_tower(path, kind, text=text, device=device, dtype=dtype)
+    tokenizer = _clip_tokenizer(path) if text else None
+    return _Tower(model, tokenizer=tokenizer, attn_implementation=attn_implementation)
 
 
 def _folder_signature(path: Path | None) -> str:
@@ -255,19 +149,17 @@ def _folder_signature(path: Path | None) -> str:
     return f"{path.resolve()}@{h.hexdigest()[:16]}"
 
 
-def _tiny_tokenizer(cls):
-    """The package's CLIP BPE tokenizer class on a byte-level vocabulary (each byte alone and word-final, then
-    <|startoftext|> and <|endoftext|>, the largest id, as CLIP's EOT pooling needs) and no merges. The class
-    reads only files: they exist in a temporary folder just while it is constructed."""
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
-
+def _tiny_tokenizer():
+    """CLIP's BPE tokenizer on a byte-level vocabulary (each byte alone and word-final, then <|startoftext|> and
+    <|endoftext|>, the largest id, as CLIP's EOT pooling needs) and no merges. The tokenizer reads only files:
+    they exist in a temporary folder just while it is constructed."""
     chars = list(bytes_to_unicode().values())
     vocab = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory(prefix="triergon-tiny-tokenizer-") as folder:
         vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
         vocab_file.write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
         merges_file.write_text("#version: 0.2\n", encoding="utf-8")
-        return cls(str(vocab_file), str(merges_file))
+        return _clip_tokenizer(Path(folder))
 
 
 def _tiny_spec() -> str:
@@ -302,8 +194,7 @@ class LanguageBindEncoders:
         if text_tower not in ("video", "audio"):
             raise ValueError(f"text_tower must be 'video' or 'audio', got {text_tower!r}")
         if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16 (the package's masks overflow in others), "
-                             f"got {dtype}")
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         if attn_implementation not in ("sdpa", "eager"):
             raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
         self.dirs = {"video": None if video_dir is None else Path(video_dir),
@@ -317,14 +208,14 @@ class LanguageBindEncoders:
     @classmethod
     def tiny_random(cls, *, embed_dim: int, seed: int = TINY_SEED) -> LanguageBindEncoders:
         """LanguageBind's video (with its text) and audio towers at tiny size, with seeded random weights: the
-        `tiny` preset's encoders. Built in memory (nothing is downloaded or kept on disk; the tokenizer's class
-        reads its vocabulary from files, which live in a temporary folder while it is constructed), once per
-        process for each (`embed_dim`, `seed`), and shared; CPU, float32, sdpa attention.
+        `tiny` preset's encoders. Built in memory (nothing is downloaded or kept on disk; the tokenizer reads its
+        vocabulary from files, which live in a temporary folder while it is constructed), once per process for
+        each (`embed_dim`, `seed`), and shared; CPU, float32, sdpa attention.
 
-        The models are the package's own classes (`LanguageBindVideo`, `LanguageBindAudio`) from its config
-        classes at the sizes of `TINY_CONFIGS` (2 layers of width 32 with 2 heads in every tower; video: 8
-        frames of 32 x 32 in 8 x 8 patches, with time attention; audio: 32 mel bins x 128 frames), projected to
-        `embed_dim`; the tokenizer is the package's CLIP BPE tokenizer on a byte-level vocabulary without merges
+        The models are the released towers' classes (`LanguageBindTower`) at the sizes of `TINY_CONFIGS` (2
+        layers of width 32 with 2 heads in every tower; video: 8 frames of 32 x 32 in 8 x 8 patches, with time
+        attention; audio: 32 mel bins x 128 frames), projected to `embed_dim`, with weights drawn from a
+        generator seeded with `seed`; the tokenizer is CLIP's BPE tokenizer on a byte-level vocabulary without merges
         (one token per character, so a prompt keeps its first 75 or so non-space characters). Preprocessing is
         LanguageBind's at these sizes. Same seed, same weights in every process (`identity` names them: the
         seed, the sizes and a digest of the weights). The embeddings carry no meaning.
@@ -340,22 +231,20 @@ class LanguageBindEncoders:
         """A new `tiny_random` instance (uncached); the global random state is left as it was."""
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be positive, got {embed_dim}")
-        lb = languagebind_classes()
         enc = cls(video_dir=None, audio_dir=None)
-        tokenizer = _tiny_tokenizer(lb.LanguageBindVideoTokenizer)
-        text = {**TINY_CONFIGS["text"], "vocab_size": len(tokenizer), "projection_dim": embed_dim,
-                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                "pad_token_id": tokenizer.pad_token_id}
+        tokenizer = _tiny_tokenizer()
+        text = {**TINY_CONFIGS["text"], "vocab_size": len(tokenizer)}
         digest = hashlib.sha256()
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
-            torch.manual_seed(seed)
-            for kind, config_cls, model_cls in (("video", lb.LanguageBindVideoConfig, lb.LanguageBindVideo),
-                                                ("audio", lb.LanguageBindAudioConfig, lb.LanguageBindAudio)):
-                vision = {**TINY_CONFIGS[kind], "projection_dim": embed_dim}
-                model = model_cls(config_cls(text_config=text, vision_config=vision, projection_dim=embed_dim))
-                tower = _Tower(model, kind, tokenizer=tokenizer if kind == enc.text_tower else None,
-                               device=enc.device, dtype=enc.dtype, attn_implementation=enc.attn_implementation)
-                for name, value in sorted(tower.model.state_dict().items()):
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # modules' default init draws globally
+            for kind in ("video", "audio"):
+                config = {"text_config": text, "vision_config": TINY_CONFIGS[kind], "projection_dim": embed_dim}
+                has_text = kind == enc.text_tower
+                model = tower_from_config(config, kind, text=has_text).init_random_(generator)
+                model = model.to(device=enc.device, dtype=enc.dtype).eval().requires_grad_(False)
+                tower = _Tower(model, tokenizer=tokenizer if has_text else None,
+                               attn_implementation=enc.attn_implementation)
+                for name, value in sorted(model.state_dict().items()):
                     digest.update(f"{kind}.{name}{tuple(value.shape)}".encode())
                     digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
                 enc._towers[kind] = tower
@@ -402,7 +291,7 @@ class LanguageBindEncoders:
         config.json (`projection_dim`; no weights are read); a model's `conditioning.embed_dim` must equal it."""
         for tower in self._towers.values():
             return tower.projection_dim
-        kinds = [self.text_tower, *(k for k in _TOWERS if k != self.text_tower)]
+        kinds = [self.text_tower, *(k for k in TOWERS if k != self.text_tower)]
         paths = [self.dirs[k] for k in kinds if self.dirs[k] is not None and (self.dirs[k] / "config.json").is_file()]
         if not paths:
             raise FileNotFoundError(f"no LanguageBind tower folder with a config.json to read the embedding size from "
@@ -420,7 +309,7 @@ class LanguageBindEncoders:
                 if self.dirs[kind] is None:
                     raise FileNotFoundError(f"no LanguageBind {kind} tower was given (pass {kind}_dir=, or a "
                                             f"folder with a {kind}/ sub-folder to load_languagebind)")
-                _check_tower_files(self.dirs[kind], kind, text=kind == self.text_tower)
+                check_tower_files(self.dirs[kind], kind, text=kind == self.text_tower)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Prompts -> `input_ids` / `attention_mask` [B, 77], as the processors' text path (CLIP BPE, lower-cased,
@@ -529,10 +418,10 @@ def load_languagebind(folder: str | os.PathLike, *, device: torch.device | str =
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"LanguageBind folder not found: {root} (it should hold video/ = "
-                                f"{_TOWERS['video'][2]} and audio/ = {_TOWERS['audio'][2]})")
-    dirs = {kind: _tower_dir(root, kind) for kind in _TOWERS}
+                                f"{TOWERS['video'][2]} and audio/ = {TOWERS['audio'][2]})")
+    dirs = {kind: _tower_dir(root, kind) for kind in TOWERS}
     if not any(d.is_dir() for d in dirs.values()):
         raise FileNotFoundError(f"{root} holds no LanguageBind tower: expected {dirs['video']} "
-                                f"({_TOWERS['video'][2]}) and/or {dirs['audio']} ({_TOWERS['audio'][2]})")
+                                f"({TOWERS['video'][2]}) and/or {dirs['audio']} ({TOWERS['audio'][2]})")
     return LanguageBindEncoders(video_dir=dirs["video"], audio_dir=dirs["audio"], device=device, dtype=dtype,
                                 text_tower=text_tower, attn_implementation=attn_implementation)

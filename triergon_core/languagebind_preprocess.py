@@ -9,7 +9,8 @@ Each function mirrors a piece of the `languagebind` package's processors (0.1.0,
   antialias, long side floor(long / short * 224)), torchvision's `CenterCropVideo(224)` (offsets
   int(round((h - 224) / 2)), Python rounding). The processor ends with `RandomHorizontalFlipVideo(p=0.5)`, a
   training augmentation left in at inference: it is left out here, so embeddings are deterministic.
-- audio (`LanguageBindAudioProcessor`'s `AudioTransform`): resample to 16 kHz (`torchaudio.functional.
+- audio (`LanguageBindAudioProcessor`'s `AudioTransform`; its two torchaudio calls are restated in
+  `languagebind_audio_features`, so torchaudio stays optional): resample to 16 kHz (`torchaudio.functional.
   resample`, default filter), subtract the mean over all channels and samples, Kaldi filter bank of the FIRST
   channel (`torchaudio.compliance.kaldi.fbank` reads channel 0 only: htk_compat, hanning window, 25 ms / 10 ms,
   no dither, no energy, `num_mel_bins` (112) bins); `target_length` (1036) frames: shorter banks are tiled,
@@ -27,7 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio
+
+from .languagebind_audio_features import kaldi_fbank, resample_sinc
 
 __all__ = [
     "AUDIO_MEAN",
@@ -132,9 +134,8 @@ def audio_filterbank(wave: torch.Tensor, *, sample_rate: int = AUDIO_SAMPLE_RATE
         raise ValueError(f"reference audio of {wave.shape[-1]} samples at {sample_rate} Hz is shorter than one "
                          f"{_FRAME_LENGTH_MS:g} ms analysis frame ({min_samples} samples); pass a longer clip")
     wave = wave - wave.mean()
-    return torchaudio.compliance.kaldi.fbank(
-        wave, htk_compat=True, sample_frequency=sample_rate, use_energy=False, window_type="hanning",
-        num_mel_bins=num_mel_bins, dither=0.0, frame_length=_FRAME_LENGTH_MS, frame_shift=_FRAME_SHIFT_MS)
+    return kaldi_fbank(wave, sample_frequency=sample_rate, num_mel_bins=num_mel_bins, frame_length=_FRAME_LENGTH_MS,
+                       frame_shift=_FRAME_SHIFT_MS)
 
 
 def audio_chunk_starts(total_frames: int, target_length: int) -> list[int]:
@@ -155,7 +156,7 @@ def preprocess_audio(wave: torch.Tensor, sample_rate: int, *, target_rate: int =
         raise ValueError(f"expected audio [channels, samples], got shape {tuple(wave.shape)}")
     wave = wave.float()
     if sample_rate != target_rate:
-        wave = torchaudio.functional.resample(wave, orig_freq=sample_rate, new_freq=target_rate)
+        wave = resample_sinc(wave, sample_rate, target_rate)
     mel = audio_filterbank(wave, sample_rate=target_rate, num_mel_bins=num_mel_bins)
     total = mel.shape[0]
     if total > target_length:
