@@ -66,3 +66,15 @@ def oracle() -> types.SimpleNamespace:
             video_module=video, audio_module=audio, patched=patched,
         )
         return pkg.classes
+
+
+def eager_reference(model, kind: str):
+    """The package's model set up as the reference run: eager attention in both sub-configs (they carry none),
+    and for the audio tower the package's own patch embedding (transformers' refuses the 112 x 1036 image)."""
+    lb = oracle()
+    for sub in (model.config.text_config, model.config.vision_config):
+        sub._attn_implementation = "eager"
+    if kind == "audio":
+        emb = model.vision_model.embeddings
+        emb.forward = types.MethodType(lb.video_module.CLIPVisionEmbeddings.forward, emb)
+    return model

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -11,6 +12,17 @@ from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPr
 # Before any test module: some import Triton for the GPU on the way (transformers' models do), and the kernel
 # tests need it built for the interpreter when there is no GPU, whatever order the files run in.
 import_triton_for_kernel_tests()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """The CLI's `main` adds its stderr handler to the root logger: each test leaves the root logger as it found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ generate workflow from the command line."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 
 import pytest
@@ -14,16 +13,6 @@ from _videos import write_video
 import triergon
 from triergon.triergon_core.cli import main
 from triergon.triergon_core.lufs_curve import LufsCurve
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(h)
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from _helpers import assert_unit_embeddings, condition_clips, perturb_
-from _lb_oracle import oracle
+from _lb_oracle import eager_reference, oracle
 from _lb_shim import repair_from_pretrained, skip_processor_init_check
 from _videos import read_index, write_video
 
@@ -84,12 +84,7 @@ def _package_model(folder: Path, kind: str):
     model = cls.from_pretrained(folder, local_files_only=True).eval()
     repaired = repair_from_pretrained(model, folder)
     assert not repaired or int(transformers.__version__.split(".")[0]) >= 5, repaired  # 4.x loads it right
-    for sub in (model.config.text_config, model.config.vision_config):
-        sub._attn_implementation = "eager"
-    if kind == "audio":
-        emb = model.vision_model.embeddings
-        emb.forward = types.MethodType(lb.video_module.CLIPVisionEmbeddings.forward, emb)
-    return model
+    return eager_reference(model, kind)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ from __future__ import annotations
 import copy
 import json
 import time
-import types
 
 import pytest
 import torch
 from _helpers import DATA, max_rel_err, perturb_
-from _lb_oracle import oracle
+from _lb_oracle import eager_reference, oracle
 
 from triergon.triergon_core.languagebind_checkpoint import load_state, map_checkpoint_keys, tower_from_config
 
@@ -55,12 +54,7 @@ def _package(kind: str, config: dict, *, seed: int):
                      vision_config=copy.deepcopy(config["vision_config"]), projection_dim=config["projection_dim"])
     torch.manual_seed(seed)
     model = perturb_(model_cls(cfg), std=0.02, seed=seed).eval()
-    for sub in (model.config.text_config, model.config.vision_config):
-        sub._attn_implementation = "eager"
-    if kind == "audio":
-        emb = model.vision_model.embeddings
-        emb.forward = types.MethodType(lb.video_module.CLIPVisionEmbeddings.forward, emb)
-    return model
+    return eager_reference(model, kind)
 
 
 def _ours(kind: str, config: dict, state: dict, attn: str = "eager"):

@@ -25,16 +25,6 @@ from triergon.triergon_core.sampling import sample
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(h)
-    root.setLevel(level)
-
-
 @pytest.fixture
 def nothing_heavy(monkeypatch):
     """Fail the test if the CLI builds or loads a model, or samples (the checks must come first)."""

@@ -14,8 +14,8 @@ from .checkpoint import CheckpointError, checkpoint_config_of, load_checkpoint
 from .checks import check_device, check_input_file, check_output_path, check_seed
 from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
-from .generate import DTYPES
 from .cli_train import add_train_parser
+from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
