@@ -172,7 +172,11 @@ def test_example_workflow_runs_and_saves(server, name):
 def test_cancel_stops_a_long_sampling_run(server):
     url, _ = server
     prompt = load_api("triergon_text_reference_audio")
-    prompt["5"]["inputs"]["steps"] = 1000  # minutes on a CPU: only Cancel ends it soon
+    # 1000 steps of four 60 s takes: minutes even on an idle CPU (the tiny model's step is a few ms per second of
+    # audio and take), so only Cancel ends it soon
+    prompt["3"]["inputs"]["duration"] = 60.0
+    prompt["5"]["inputs"]["steps"] = 1000
+    prompt["5"]["inputs"]["batch_size"] = 4
     prompt["5"]["inputs"]["seed"] = 12345
     prompt_id = _post(f"{url}/prompt", {"prompt": prompt, "client_id": "triergon-test"})["prompt_id"]
     deadline = time.time() + 120
