@@ -12,6 +12,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .cli_lufs import add_lufs_parser
+from .cli_synth import add_synth_parser
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: read the sizes off the checkpoint)")
     conv.set_defaults(func=_convert)
     add_lufs_parser(sub)
+    add_synth_parser(sub)
     return parser
 
 

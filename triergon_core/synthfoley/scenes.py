@@ -7,6 +7,8 @@ band's width and drive the stereo position with an equal-power pan law (0 = left
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ._signal import (
@@ -42,7 +44,8 @@ class Scene:
         self.noise_seed = int(rng.integers(2**62))
 
     def caption(self, wording: int) -> str:
-        return self.phrases[wording % len(self.phrases)].format(colour=self.colour)
+        text = self.phrases[wording % len(self.phrases)].format(colour=self.colour)
+        return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)
 
     def draw(self, canvas: np.ndarray, t: np.ndarray) -> None:
         """Paint the scene into `canvas` (float32 [T, height, width, 3], 0-255) at frame times `t`."""
