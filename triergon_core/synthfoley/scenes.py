@@ -116,9 +116,10 @@ class Ball(Scene):
 
     def sound(self, t: np.ndarray) -> np.ndarray:
         times, falls = self.impacts
-        tau = np.arange(int(0.2 * SAMPLE_RATE)) / SAMPLE_RATE
+        tau = np.arange(int(0.25 * SAMPLE_RATE)) / SAMPLE_RATE
         click = self._noise(len(tau), 800, 6000) * np.exp(-tau / 0.003)
-        kernel = np.exp(-tau / self.knock_decay) * np.sin(2 * np.pi * self.knock_freq * tau) + 0.4 * click
+        taper = np.minimum(1.0, (tau[-1] - tau) / 0.05)  # no step where the kernel ends
+        kernel = (np.exp(-tau / self.knock_decay) * np.sin(2 * np.pi * self.knock_freq * tau) + 0.4 * click) * taper
         gains = 0.8 * falls / 0.85 * pan_gains(self.x(times))
         onsets = np.round(times * SAMPLE_RATE).astype(np.int64)
         return np.stack([place_events(len(t), onsets, g, kernel) for g in gains])

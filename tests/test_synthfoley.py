@@ -1,0 +1,192 @@
+"""SynthFoley: determinism, exact lengths, and audio that follows what is drawn (measured from the pixels)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from triergon.triergon_core.cli import main
+from triergon.triergon_core.lufs_curve import LufsCurve
+from triergon.triergon_core.metrics import stereo_placement
+from triergon.triergon_core.synthfoley import SCENE_KINDS, parse_fps, render_clip
+from triergon.triergon_core.synthfoley.dataset import split_of
+from triergon.triergon_core.video import probe_video
+
+SR = 44100
+
+
+def _windows(values: np.ndarray, times: np.ndarray, frames: int) -> np.ndarray:
+    """Mean of per-video-frame `values` over each 1/6 s loudness window."""
+    idx = np.minimum((times * 6).astype(int), frames - 1)
+    return np.array([values[idx == i].mean() if (idx == i).any() else np.nan for i in range(frames)])
+
+
+def _foreground(clip, band=None) -> np.ndarray:
+    """[T, H, W] bool: pixels that differ from the clip's background colour."""
+    bg = np.asarray(clip.scenes[0]["background"])
+    frames = clip.frames if band is None else clip.frames[:, band[0]:band[1]]
+    return np.abs(frames.astype(int) - bg).max(-1) > 3
+
+
+def test_same_seed_same_clip_other_seed_differs():
+    a, b = (render_clip(seed=7, seconds=1.0, fps=12, width=32, height=32, max_scenes=3) for _ in range(2))
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    assert a.caption == b.caption and a.scenes == b.scenes
+    c = render_clip(seed=8, seconds=1.0, fps=12, width=32, height=32, max_scenes=3)
+    assert not np.array_equal(a.audio, c.audio)
+
+
+@pytest.mark.parametrize(("fps", "exact"), [(23.976, Fraction(24000, 1001)), (25, Fraction(25)),
+                                            (29.97, Fraction(30000, 1001)), (60, Fraction(60)),
+                                            ("30000/1001", Fraction(30000, 1001))])
+@pytest.mark.parametrize("seconds", [0.7, 1.3])
+def test_exact_lengths(fps, exact, seconds):
+    clip = render_clip(seed=1, seconds=seconds, fps=fps, width=24, height=16, kinds=["ball"])
+    assert clip.fps == exact
+    assert clip.frames.shape == (round(seconds * exact), 16, 24, 3) and clip.frames.dtype == np.uint8
+    assert clip.audio.shape == (2, round(seconds * SR)) and clip.audio.dtype == np.float32
+    assert np.allclose(np.diff(clip.frame_times), 1 / float(exact))
+    assert np.abs(clip.audio).max() <= 0.95
+
+
+def test_every_kind_renders_and_bad_input_is_refused():
+    for kind in SCENE_KINDS:
+        clip = render_clip(seed=3, seconds=0.5, fps=10, width=16, height=16, kinds=[kind])
+        assert clip.scenes[0]["kind"] == kind and kind not in ("",) and clip.caption
+        assert len(set(clip.captions)) == 3
+    with pytest.raises(ValueError, match="unknown scene"):
+        render_clip(seed=0, kinds=["piano"])
+    with pytest.raises(ValueError, match="too small"):
+        render_clip(seed=0, width=16, height=12, kinds=["ball", "lamp"])
+    with pytest.raises(ValueError, match="less than one frame"):
+        render_clip(seed=0, seconds=0.01, fps=24)
+    with pytest.raises(ValueError, match="frame rate"):
+        parse_fps("fast")
+
+
+def test_lamp_loudness_follows_drawn_brightness():
+    clip = render_clip(seed=11, seconds=6.0, fps=24, width=32, height=32, kinds=["lamp"])
+    scene = clip.scenes[0]
+    # the bulb's centre pixel, read from the frames
+    pixel = clip.frames[:, int(0.4 * 32), int(scene["x"] * 32)].astype(float).max(-1)
+    curve = LufsCurve.measure(torch.from_numpy(clip.audio))
+    drawn = _windows(pixel - 30, clip.frame_times, curve.num_frames)
+    loud = curve.values.max(0).values.numpy()
+    lit = drawn > 10
+    assert lit.sum() > 10
+    r = np.corrcoef(20 * np.log10(drawn[lit]), loud[lit])[0, 1]
+    assert r > 0.985, r
+    assert loud[drawn < 0.5].max(initial=-70) < -60  # a dark lamp is silent
+
+
+def test_slider_pan_follows_drawn_position():
+    clip = render_clip(seed=5, seconds=6.0, fps=24, width=64, height=32, kinds=["slider"])
+    mask = _foreground(clip)
+    cols = np.arange(64) + 0.5
+    x = (mask.sum(1) * cols).sum(-1) / mask.sum((1, 2)) / 64  # drawn centroid, 0..1
+    measured = LufsCurve.measure(torch.from_numpy(clip.audio))
+    pos = _windows(x, clip.frame_times, measured.num_frames)
+    # the side the drawing asks for, as a curve: equal-power pan of the drawn position
+    angle = np.clip(pos, 0, 1) * np.pi / 2
+    requested = LufsCurve(np.stack([20 * np.log10(np.cos(angle) + 1e-6), 20 * np.log10(np.sin(angle) + 1e-6)]) - 20)
+    score = stereo_placement(requested, measured)
+    assert score.frames > 10
+    assert score.accuracy >= 0.95, score
+
+
+@pytest.mark.parametrize("fps", [24, 23.976, 60])
+@pytest.mark.parametrize("seed", [0, 2])
+def test_ball_knocks_start_at_drawn_impacts_and_grow_with_height(fps, seed):
+    clip = render_clip(seed=seed, seconds=5.0, fps=fps, width=32, height=48, kinds=["ball"])
+    fps, end = float(clip.fps), 5.0
+    floor = 48 - max(1, int(np.ceil(0.06 * 48)))
+    ball = _foreground(clip)[:, :floor]
+    cy = (ball.sum(2) * np.arange(floor)).sum(1) / ball.sum((1, 2))
+    # drawn impacts: frames where the ball is lowest (near the floor, so pixel jitter at the apex is no impact)
+    lowest = [k for k in range(1, len(cy) - 1)
+              if cy[k] >= cy[k - 1] and cy[k] > cy[k + 1] and cy[k] > cy.max() - floor / 4]
+    drawn = np.array(lowest) / fps
+    envelope = np.sqrt((clip.audio.astype(float) ** 2).sum(0))
+    above = envelope > 0.05 * envelope.max()
+    onsets = np.array([n / SR for n in np.flatnonzero(above) if not above[max(0, n - 2205):n].any()])
+    inside = onsets[(onsets > 1 / fps) & (onsets < end - 1 / fps)]
+    drawn_inside = drawn[(drawn > 1 / fps) & (drawn < end - 1 / fps)]
+    assert len(inside) >= 4
+    for t in inside:  # every knock has a drawn impact within one frame, and every drawn impact a knock
+        assert np.abs(drawn - t).min() <= 1 / fps, (t, drawn)
+    for t in drawn_inside:
+        assert np.abs(onsets - t).min() <= 1 / fps, (t, onsets)
+    # louder knocks after higher drops (drop height as drawn: from the highest point before each impact)
+    heights, peaks = [], []
+    for t in inside:
+        k = round(float(t) * fps)
+        start = max([j for j in lowest if j < k - 1], default=0)
+        heights.append(cy[k - 1] - cy[start:k].min())
+        n = round(float(t) * SR)
+        peaks.append(envelope[n:n + 2205].max())
+    assert np.corrcoef(heights[1:], peaks[1:])[0, 1] > 0.95
+
+
+def test_knocks_start_on_the_exact_sample_of_each_impact():
+    clip = render_clip(seed=9, seconds=4.0, fps=25, width=16, height=16, kinds=["ball"])
+    impacts = np.round(np.array(clip.scenes[0]["impact_times"]) * SR).astype(int)
+    assert len(impacts) >= 3
+    sound = np.abs(clip.audio).sum(0) > 0
+    starts = np.flatnonzero(sound & ~np.concatenate([[False], sound[:-1]]))
+    assert np.array_equal(starts, impacts)
+
+
+def test_rain_loudness_rises_with_drawn_drops():
+    clip = render_clip(seed=4, seconds=6.0, fps=24, width=64, height=32, kinds=["rain"])
+    drops = _foreground(clip).sum((1, 2)).astype(float)
+    curve = LufsCurve.measure(torch.from_numpy(clip.audio))
+    drawn = _windows(drops, clip.frame_times, curve.num_frames)
+    power = 10 * np.log10((10 ** (curve.values.numpy() / 10)).mean(0))
+    ok = drawn > 0
+    assert np.corrcoef(np.log10(drawn[ok]), power[ok])[0, 1] > 0.98
+
+
+def test_vehicle_is_loudest_when_drawn_near_the_centre():
+    clip = render_clip(seed=6, seconds=6.0, fps=24, width=64, height=32, kinds=["vehicle"])
+    mask = _foreground(clip)
+    seen = mask.sum((1, 2)) > 0
+    x = np.where(seen, (mask.sum(1) * (np.arange(64) + 0.5)).sum(-1) / np.maximum(mask.sum((1, 2)), 1) / 64, np.nan)
+    curve = LufsCurve.measure(torch.from_numpy(clip.audio))
+    power = 10 * np.log10((10 ** (curve.values.numpy() / 10)).mean(0))
+    pos = _windows(x, clip.frame_times, curve.num_frames)
+    central, away = np.abs(pos - 0.5) < 0.15, ~(np.abs(pos - 0.5) < 0.6)
+    assert central.any() and away.any()
+    assert power[central].min() > power[away].max() + 6
+
+
+def test_splits_are_fixed():
+    splits = [split_of(i) for i in range(100)]
+    assert splits.count("train") == 80 and splits.count("validation") == 10 and splits.count("test") == 10
+    assert splits[:3] == ["test", "validation", "train"]
+
+
+def test_cli_writes_readable_videos_and_manifest(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["synth", "-o", str(out), "--clips", "3", "--seconds", "1.2", "--fps", "29.97", "--size", "32x24",
+                 "--seed", "3", "-q"]) == 0
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["test", "validation", "train"]
+    for row in rows:
+        assert set(row) <= {"id", "video", "audio", "caption", "split"} and row["caption"]
+        info = probe_video(out / row["video"])
+        assert info.has_audio and (info.width, info.height) == (32, 24)
+        assert info.num_frames == round(1.2 * 30000 / 1001)
+        assert info.duration == pytest.approx(info.num_frames * 1001 / 30000, abs=1e-3)
+        assert (out / row["audio"]).is_file()
+    meta = [json.loads(line) for line in (out / "scenes.jsonl").read_text().splitlines()]
+    assert [m["id"] for m in meta] == [r["id"] for r in rows] and all(m["scenes"] for m in meta)
+    # the same seed gives the same clips whatever the count
+    again = tmp_path / "again"
+    assert main(["synth", "-o", str(again), "--clips", "1", "--seconds", "1.2", "--fps", "29.97", "--size", "32x24",
+                 "--seed", "3", "-q"]) == 0
+    assert json.loads((again / "manifest.jsonl").read_text())["caption"] == rows[0]["caption"]
+    assert main(["synth", "-o", str(tmp_path / "bad"), "--clips", "1", "--fps", "0"]) == 2
