@@ -76,8 +76,8 @@ def box_mask(x0: np.ndarray, x1: np.ndarray, y0: float, y1: float, height: int, 
 
 
 def paint(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
-    """canvas[mask] = colour; colour is RGB [3] or per-frame [T, 3]."""
-    colour = np.asarray(colour, np.float32)
+    """canvas[mask] = colour (rounded to the canvas' uint8); colour is RGB [3] or per-frame [T, 3]."""
+    colour = np.clip(np.rint(colour), 0, 255).astype(canvas.dtype)
     if colour.ndim == 1:
         canvas[mask] = colour
     else:

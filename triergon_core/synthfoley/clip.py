@@ -21,7 +21,7 @@ MIN_BAND = 8  # pixels: the smallest band height a scene can be drawn in
 _HEADROOM = 0.95  # the mix is scaled down (never up) so that its peak stays below this
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SynthClip:
     """One rendered clip.
 
@@ -126,8 +126,8 @@ def render_clip(
 
     t_frames = _frame_times(num_frames, fps)
     t_audio = np.arange(num_samples) / SAMPLE_RATE
-    background = rng.uniform(10, 60, 3).astype(np.float32)
-    canvas = np.empty((num_frames, height, width, 3), np.float32)
+    background = rng.integers(10, 60, 3).astype(np.uint8)
+    canvas = np.empty((num_frames, height, width, 3), np.uint8)
     canvas[:] = background
     audio = np.zeros((2, num_samples))
     for scene, a, b in zip(scenes, edges[:-1], edges[1:], strict=True):
@@ -139,9 +139,8 @@ def render_clip(
     captions = tuple(_join([s.caption(w) for s in scenes]) for w in range(3))
     meta = tuple({**s.metadata(t_frames), "band": [int(a), int(b)]}
                  for s, a, b in zip(scenes, edges[:-1], edges[1:], strict=True))
-    meta = tuple({**m, "mix_gain": gain, "background": background.round().tolist()} for m in meta)
-    frames = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-    return SynthClip(frames=frames, audio=(audio * gain).astype(np.float32), fps=fps, sample_rate=SAMPLE_RATE,
+    meta = tuple({**m, "mix_gain": gain, "background": background.tolist()} for m in meta)
+    return SynthClip(frames=canvas, audio=(audio * gain).astype(np.float32), fps=fps, sample_rate=SAMPLE_RATE,
                      caption=captions[int(rng.integers(len(captions)))], captions=captions, scenes=meta, seed=seed)
 
 

@@ -48,7 +48,7 @@ class Scene:
         return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)
 
     def draw(self, canvas: np.ndarray, t: np.ndarray) -> None:
-        """Paint the scene into `canvas` (float32 [T, height, width, 3], 0-255) at frame times `t`."""
+        """Paint the scene into `canvas` (uint8 [T, height, width, 3]) at frame times `t`."""
         raise NotImplementedError
 
     def sound(self, t: np.ndarray) -> np.ndarray:
