@@ -190,3 +190,35 @@ def test_cli_writes_readable_videos_and_manifest(tmp_path, capsys):
                  "--seed", "3", "-q"]) == 0
     assert json.loads((again / "manifest.jsonl").read_text())["caption"] == rows[0]["caption"]
     assert main(["synth", "-o", str(tmp_path / "bad"), "--clips", "1", "--fps", "0"]) == 2
+
+
+def test_vehicle_pitch_drops_as_it_passes_the_centre():
+    """Doppler: the engine sounds higher while the drawn vehicle approaches the centre than after it."""
+    checked = 0
+    for seed in range(3):
+        clip = render_clip(seed=seed, seconds=6.0, fps=24, width=64, height=16, kinds=["vehicle"])
+        mask = _foreground(clip)
+        x = (mask.sum(1) * (np.arange(64) + 0.5)).sum(-1) / np.maximum(mask.sum((1, 2)), 1) / 64
+        seen = mask.sum((1, 2)) > 0
+        crossings = [k for k in range(1, len(x)) if seen[k - 1] and seen[k] and (x[k - 1] - 0.5) * (x[k] - 0.5) <= 0]
+        for k in crossings:
+            centre = clip.frame_times[k]
+            if not 0.5 < centre < 5.5:
+                continue
+            fourth = 4 * clip.scenes[0]["engine_hz"]
+
+            mono = clip.audio.sum(0)
+            before = _peak_hz(mono, centre - 0.45, centre - 0.1, fourth)
+            after = _peak_hz(mono, centre + 0.1, centre + 0.45, fourth)
+            assert before > after * 1.03, (seed, centre, before, after)
+            checked += 1
+    assert checked >= 2
+
+
+def _peak_hz(mono: np.ndarray, start: float, end: float, near: float) -> float:
+    """The strongest frequency within 15 % of `near` in mono[start:end] (seconds; zero-padded FFT)."""
+    a, b = round(start * SR), round(end * SR)
+    spec = np.abs(np.fft.rfft(mono[a:b] * np.hanning(b - a), 1 << 18))
+    f = np.fft.rfftfreq(1 << 18, 1 / SR)
+    band = (f > 0.85 * near) & (f < 1.15 * near)
+    return float(f[band][spec[band].argmax()])

@@ -252,8 +252,9 @@ class Vehicle(Scene):
 
     def metadata(self, t: np.ndarray) -> dict:
         x = self.x(t)
-        return {**super().metadata(t), "pass_starts": self.starts.tolist(), "speeds": self.speeds.tolist(),
-                "directions": self.dirs.tolist(), "x": [None if np.isnan(v) else float(v) for v in x]}
+        return {**super().metadata(t), "engine_hz": self.freq, "pass_starts": self.starts.tolist(),
+                "speeds": self.speeds.tolist(), "directions": self.dirs.tolist(),
+                "x": [None if np.isnan(v) else float(v) for v in x]}
 
 
 class Rain(Scene):
