@@ -42,7 +42,7 @@ def test_same_seed_same_clip_other_seed_differs():
 
 @pytest.mark.parametrize(("fps", "exact"), [(23.976, Fraction(24000, 1001)), (25, Fraction(25)),
                                             (29.97, Fraction(30000, 1001)), (60, Fraction(60)),
-                                            ("30000/1001", Fraction(30000, 1001))])
+                                            (59.94, Fraction(60000, 1001)), ("30000/1001", Fraction(30000, 1001))])
 @pytest.mark.parametrize("seconds", [0.7, 1.3])
 def test_exact_lengths(fps, exact, seconds):
     clip = render_clip(seed=1, seconds=seconds, fps=fps, width=24, height=16, kinds=["ball"])
@@ -222,3 +222,32 @@ def _peak_hz(mono: np.ndarray, start: float, end: float, near: float) -> float:
     f = np.fft.rfftfreq(1 << 18, 1 / SR)
     band = (f > 0.85 * near) & (f < 1.15 * near)
     return float(f[band][spec[band].argmax()])
+
+
+@pytest.mark.parametrize(("size", "fps"), [((32, 24), "25"), ((33, 21), "59.94"), ((16, 16), "24")])
+def test_written_clip_holds_the_rendered_frames_and_audio(tmp_path, size, fps):
+    from triergon.triergon_core.audio import load_audio
+    from triergon.triergon_core.synthfoley import clip_seed
+    from triergon.triergon_core.video import read_frames
+
+    width, height = size
+    assert main(["synth", "-o", str(tmp_path), "--clips", "1", "--seconds", "0.8", "--fps", fps, "--size",
+                 f"{width}x{height}", "--seed", "5", "-q"]) == 0
+    clip = render_clip(seed=clip_seed(5, 0), seconds=0.8, fps=fps, width=width, height=height)
+    row = json.loads((tmp_path / "manifest.jsonl").read_text())
+    assert row["caption"] == clip.caption
+    decoded = read_frames(tmp_path / row["video"], times=clip.frame_times).frames.numpy()
+    assert decoded.shape == clip.frames.shape
+    rendered, decoded = clip.frames.astype(int), decoded.astype(int)
+    assert np.abs(decoded - rendered).mean() < 4  # lossy H.264 (crf 18, 4:2:0 chroma on tiny frames)
+    # where the picture changes from one frame to the next, each decoded frame is its own, not its neighbour
+    moved = np.abs(rendered[1:] - rendered[:-1]).max(-1) > 40
+    own = np.abs(decoded[1:] - rendered[1:]).max(-1)[moved].mean()
+    previous = np.abs(decoded[1:] - rendered[:-1]).max(-1)[moved].mean()
+    assert own < previous / 2
+    flac = load_audio(tmp_path / row["audio"]).numpy()  # the video's duration, frames / fps
+    assert flac.shape == (2, round(len(clip.frames) / clip.fps * SR))
+    n = min(flac.shape[1], clip.audio.shape[1])
+    assert np.abs(flac[:, :n] - clip.audio[:, :n]).max() < 1 / 32768 and not flac[:, n:].any()
+    muxed = load_audio(tmp_path / row["video"]).numpy()[:, :clip.audio.shape[1]]
+    assert np.corrcoef(muxed.ravel(), clip.audio.ravel())[0, 1] > 0.98  # AAC, aligned with the video's start

@@ -49,20 +49,23 @@ def write_video(clip: SynthClip, path: Path) -> Path:
 
 
 def write_clip(clip: SynthClip, video: Path, audio: Path | None = None) -> None:
-    """Write `video` (.mp4 with the clip's audio as AAC) and, optionally, `audio` (.flac/.wav, lossless)."""
+    """Write `video` (.mp4 with the clip's audio as AAC) and, optionally, `audio` (.flac/.wav, lossless).
+
+    Both hold exactly the video's duration, frames / fps, which differs from the requested seconds by under half
+    a frame when seconds * fps is not whole: the audio is cut there or padded with silence.
+    """
     video.parent.mkdir(parents=True, exist_ok=True)
     silent = video.with_name(f".{video.stem}.{uuid.uuid4().hex[:8]}.silent.mp4")
-    # the video lasts frames / fps, which can exceed the audio by under a frame: pad with silence here
     num_samples = round(len(clip.frames) / clip.fps * clip.sample_rate)
-    track = np.zeros((2, max(num_samples, clip.audio.shape[1])), np.float32)
-    track[:, :clip.audio.shape[1]] = clip.audio
+    track = np.zeros((2, num_samples), np.float32)
+    track[:, :clip.audio.shape[1]] = clip.audio[:, :num_samples]
     try:
         write_video(clip, silent)
         mux_audio(silent, torch.from_numpy(track), video, sample_rate=clip.sample_rate)
     finally:
         silent.unlink(missing_ok=True)
     if audio is not None:
-        write_audio(audio, torch.from_numpy(clip.audio), sample_rate=clip.sample_rate)
+        write_audio(audio, torch.from_numpy(track), sample_rate=clip.sample_rate)
 
 
 def write_dataset(
