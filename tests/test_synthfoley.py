@@ -251,3 +251,34 @@ def test_written_clip_holds_the_rendered_frames_and_audio(tmp_path, size, fps):
     assert np.abs(flac[:, :n] - clip.audio[:, :n]).max() < 1 / 32768 and not flac[:, n:].any()
     muxed = load_audio(tmp_path / row["video"]).numpy()[:, :clip.audio.shape[1]]
     assert np.corrcoef(muxed.ravel(), clip.audio.ravel())[0, 1] > 0.98  # AAC, aligned with the video's start
+
+
+def test_a_stopped_run_keeps_the_manifest_of_finished_clips(tmp_path, monkeypatch):
+    from triergon.triergon_core.synthfoley import dataset
+
+    real, calls = dataset.write_clip, []
+
+    def failing(clip, video, audio=None):
+        calls.append(video)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(clip, video, audio)
+
+    monkeypatch.setattr(dataset, "write_clip", failing)
+    with pytest.raises(KeyboardInterrupt):
+        dataset.write_dataset(tmp_path, clips=5, seconds=0.3, fps=10, width=16, height=16)
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["synth-000000", "synth-000001"]
+    assert len((tmp_path / "scenes.jsonl").read_text().splitlines()) == 2
+
+
+def test_dataset_refuses_bad_settings_before_writing(tmp_path):
+    from triergon.triergon_core.synthfoley.dataset import write_dataset
+
+    with pytest.raises(ValueError, match="too small"):
+        write_dataset(tmp_path / "a", clips=2, width=16, height=12, max_scenes=2)
+    with pytest.raises(ValueError, match="max-scenes"):
+        write_dataset(tmp_path / "b", clips=2, max_scenes=0)
+    with pytest.raises(ValueError, match="clips"):
+        write_dataset(tmp_path / "c", clips=0)
+    assert not any(tmp_path.iterdir())

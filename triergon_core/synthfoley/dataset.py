@@ -17,7 +17,7 @@ import torch
 from .._fs import atomic_write_path
 from ..audio import write_audio
 from ..mux import mux_audio
-from .clip import SynthClip, clip_seed, render_clip
+from .clip import MIN_BAND, SCENE_KINDS, SynthClip, clip_seed, render_clip
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,39 @@ def write_dataset(
     Clip i is rendered from `clip_seed(seed, i)` and lands in split `split_of(i)`, so the same seed gives the
     same clips and splits whatever `clips` is. Files: `clips/<id>.mp4` (and `.flac`), `manifest.jsonl`
     (paths relative to `output`), `scenes.jsonl` (id, seed, fps, scene metadata). The manifests are written
-    last and atomically.
+    atomically at the end, and also when the run stops early (an error, Ctrl-C): they then list the clips
+    finished so far.
     """
     if clips < 1:
         raise ValueError(f"--clips must be at least 1, got {clips}")
+    if not 1 <= max_scenes <= len(SCENE_KINDS):
+        raise ValueError(f"--max-scenes must be between 1 and {len(SCENE_KINDS)}, got {max_scenes}")
+    if width < MIN_BAND or height < MIN_BAND * max_scenes:
+        raise ValueError(f"--size {width}x{height} is too small for {max_scenes} scene(s) in a clip: each needs "
+                         f"{MIN_BAND}x{MIN_BAND} pixels; make it at least {MIN_BAND}x{MIN_BAND * max_scenes} or "
+                         "lower --max-scenes")
     root = Path(output)
     if root.exists() and not root.is_dir():
         raise ValueError(f"output {str(root)!r} is a file; give a folder")
-    rows, metas = [], []
+    rows: list[dict] = []
+    metas: list[dict] = []
+    try:
+        _render_all(root, rows, metas, clips=clips, seconds=seconds, fps=fps, width=width, height=height,
+                    seed=seed, max_scenes=max_scenes, audio_files=audio_files, progress=progress)
+    finally:
+        if rows:
+            for name, lines in ((METADATA, metas), (MANIFEST, rows)):
+                with atomic_write_path(root / name) as tmp:
+                    tmp.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+        if len(rows) < clips:
+            logger.warning("stopped after %d of %d clips; %s lists those", len(rows), clips, root / MANIFEST)
+    logger.info("wrote %d clips to %s", clips, root)
+    return root / MANIFEST
+
+
+def _render_all(root: Path, rows: list[dict], metas: list[dict], *, clips: int, seconds: float, fps: float | str,
+                width: int, height: int, seed: int, max_scenes: int, audio_files: bool,
+                progress: Callable[[int], None] | None) -> None:
     for i in range(clips):
         clip = render_clip(seed=clip_seed(seed, i), seconds=seconds, fps=fps, width=width, height=height,
                            max_scenes=max_scenes)
@@ -106,11 +131,7 @@ def write_dataset(
             row["audio"] = str(audio)
         rows.append(row)
         metas.append({"id": clip_id, "seed": clip.seed, "fps": str(clip.fps), "frames": len(clip.frames),
-                      "samples": clip.audio.shape[1], "captions": list(clip.captions), "scenes": list(clip.scenes)})
+                      "seconds": float(len(clip.frames) / clip.fps), "captions": list(clip.captions),
+                      "scenes": list(clip.scenes)})
         if progress:
             progress(i + 1)
-    for name, lines in ((METADATA, metas), (MANIFEST, rows)):
-        with atomic_write_path(root / name) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-    logger.info("wrote %d clips to %s", clips, root)
-    return root / MANIFEST
