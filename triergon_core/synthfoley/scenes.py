@@ -52,7 +52,8 @@ class Scene:
         raise NotImplementedError
 
     def sound(self, t: np.ndarray) -> np.ndarray:
-        """Stereo float64 [2, len(t)] at the sample times `t`."""
+        """Stereo float64 [2, len(t)] at the sample times `t = arange(N) / 44100` (events are placed by sample
+        index, so `t` must start at 0)."""
         raise NotImplementedError
 
     def metadata(self, t: np.ndarray) -> dict:
