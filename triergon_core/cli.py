@@ -14,6 +14,7 @@ from .checkpoint import CheckpointError, checkpoint_config_of, load_checkpoint
 from .checks import check_device, check_input_file, check_output_path, check_seed
 from .cli_bench import add_bench_parser
 from .cli_lufs import add_lufs_parser
+from .cli_synth import add_synth_parser
 from .cli_train import add_train_parser
 from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lufs_parser(sub)
     add_bench_parser(sub)
     add_train_parser(sub)
+    add_synth_parser(sub)
     return parser
 
 
