@@ -82,6 +82,9 @@ class RunConfig:
     device: str = "auto"
     autocast: str = "auto"  # auto: bf16 on CUDA, off on CPU; or "bf16" / "off"
     threads: int = 0  # torch intra-op threads per rank (0: leave torch's default)
+    sample_every: int = 1000  # steps between TensorBoard samples (audio, LUFS plot); 0: none
+    sample_steps: int = 10  # DiT samples: sampler steps (few: a sample must stay cheap)
+    sample_cfg: float = 7.0  # DiT samples: classifier-free guidance scale
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,7 @@ from .data.datasets import collate
 from .distributed import DistInfo, all_reduce_max, all_reduce_mean
 from .parallelize import is_sharded, parallelize
 from .sampler import DataPosition, EpochSampler
+from .samples import write_samples
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,16 @@ class Trainer:
 
     def parts_at(self, step: int) -> list[str]:
         return list(self.parts)
+
+    sample_part: str | None = None  # the part `sample` reads (train/samples.py); None: no samples
+
+    def sample_module(self) -> nn.Module:
+        """A new plain module of `sample_part`'s architecture (its EMA weights are loaded into it)."""
+        raise NotImplementedError
+
+    def sample(self, module: nn.Module, item: dict[str, Any]):
+        """One `Sample` from the EMA copy `module` on the fixed validation item (a batch of one)."""
+        raise NotImplementedError
 
     # --- helpers for subclasses --------------------------------------------------------------------------
     def add_part(self, name: str, module: nn.Module, *, lr: float, ema: bool = True, parallel: bool = True) -> Part:
@@ -160,6 +171,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{logs.get('loss/total', float('nan')):.4g}")
                 if self.step % run.log_every == 0 or self.step == run.steps:
                     self._log(logs, writer)
+                if run.sample_every > 0 and self.step % run.sample_every == 0:
+                    write_samples(self, writer, data)
                 stop = all_reduce_max([float(self._stop_requested)], self.device)[0] > 0
                 if stop or self.step % run.save_every == 0 or self.step == run.steps:
                     self._save()

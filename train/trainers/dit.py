@@ -17,6 +17,7 @@ from ...triergon_core.conditioning import Conditioner, Conditions
 from ...triergon_core.dit import DiT
 from ...triergon_core.model import TriErgon, build_model
 from ..data.datasets import LatentCrops
+from ..samples import Sample, decoded_sample, generate_latents
 from ..trainer import Trainer
 
 
@@ -51,6 +52,20 @@ class DiTTrainer(Trainer):
             raise ValueError(f"data.crop_seconds {self.config.data.crop_seconds:g} is longer than the preset's window "
                              f"of {seq.max_seconds:g} s")
         self.add_part("denoiser", Denoiser(dit=model.dit, conditioner=model.conditioner), lr=self.config.optim.lr)
+        # the frozen VAE that made the cached latents: decodes the TensorBoard samples
+        self.vae = model.vae.to(self.device).eval().requires_grad_(False) if self.config.run.sample_every else None
+
+    sample_part = "denoiser"
+
+    def sample_module(self) -> Denoiser:
+        mc = self.model_config
+        return Denoiser(dit=DiT(config=mc.dit), conditioner=Conditioner(config=mc.conditioning, sequence=mc.sequence))
+
+    def sample(self, module: Denoiser, item: dict[str, Any]) -> Sample:
+        run = self.config.run
+        latents = generate_latents(module, item, steps=run.sample_steps, cfg_scale=run.sample_cfg, seed=run.seed)
+        return decoded_sample(self.vae, latents, item, self.model_config.sequence.latent_rate,
+                              labels=("target", "generated"))
 
     def dataset(self) -> LatentCrops:
         data = LatentCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,

@@ -6,8 +6,10 @@ from typing import Any
 
 import torch
 
+from ...triergon_core.lufs_curve import LufsCurve
 from ...triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, load_predictor
 from ..data.datasets import FeatureCrops
+from ..samples import Sample
 from ..trainer import Trainer
 
 
@@ -32,6 +34,19 @@ class LufsTrainer(Trainer):
                              f"{self.predictor_config.max_frames}")
         return FeatureCrops(self.config.data.path, crop_frames=frames, seed=self.config.run.seed,
                             split=self.config.data.split)
+
+    sample_part = "lufs"
+
+    def sample_module(self) -> LufsPredictor:
+        return LufsPredictor(config=self.predictor_config)
+
+    def sample(self, module: LufsPredictor, item: dict[str, Any]) -> Sample:
+        """The EMA predictor's curve for the validation crop against the measured one."""
+        valid = int(item["mask"][0].sum())
+        pred = module(item["features"][:1, :valid])[0].float().clamp(0, 1)
+        rate = self.predictor_config.rate
+        return Sample(audio=None, target=LufsCurve.from_normalized(item["lufs"][0, :, :valid].float(), rate=rate),
+                      measured=LufsCurve.from_normalized(pred, rate=rate), labels=("target", "predicted"))
 
     def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         mask = batch["mask"]

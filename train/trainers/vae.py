@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ...triergon_core.lufs_curve import LufsCurve
+from ...triergon_core.vae import OobleckVAE
 from ..data.datasets import AudioCrops
 from ..losses import (
     MultiScaleSTFTDiscriminator,
@@ -19,6 +21,7 @@ from ..losses import (
     loudness_loss,
     stft_loss,
 )
+from ..samples import Sample
 from ..trainer import Trainer
 from .dit import initial_model
 
@@ -39,6 +42,19 @@ class VAETrainer(Trainer):
     def dataset(self) -> AudioCrops:
         return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
                           multiple=self.model_config.vae.downsampling_ratio)
+
+    sample_part = "vae"
+
+    def sample_module(self) -> OobleckVAE:
+        return OobleckVAE(config=self.model_config.vae)
+
+    def sample(self, module: OobleckVAE, item: dict[str, Any]) -> Sample:
+        """The EMA autoencoder's reconstruction of the validation crop, and its curve against the input's."""
+        valid = int(item["mask"][0].sum())
+        real = item["audio"][:1, :, :valid].float()
+        fake = module.decode(module.encode(real, sample=False), num_samples=valid)[0].cpu()
+        return Sample(audio=fake, target=LufsCurve.measure(real[0].cpu()), measured=LufsCurve.measure(fake),
+                      labels=("input", "reconstruction"))
 
     def parts_at(self, step: int) -> list[str]:
         return ["vae", "disc"] if step >= self.config.vae_loss.discriminator_start else ["vae"]
