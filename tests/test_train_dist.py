@@ -137,30 +137,39 @@ def _load_latest(run: Path) -> dict:
     return torch.load(latest / "state.pt", weights_only=True)
 
 
-def test_sigkill_and_resume_is_bit_identical_and_resumes_on_one_rank(driver_runs, train_data, tmp_path):
-    out, _ = driver_runs
-    run = tmp_path / "killed"
-    cmd = _torchrun("-m", "triergon.train", "--recipe", "cpu-smoke", "--run-dir", str(run),
-                    *_dit_args(train_data["cache"]))
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _run_until_killed(cmd: list[str], env: dict[str, str], ready) -> None:
+    """Start `cmd`, wait until `ready()` holds, then SIGKILL its whole process tree."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = CheckpointManager(run, rank=0, world_size=2).all()
-            if done and int(done[-1].name[5:]) >= 6:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+        assert ready(), "the run did not reach the point of the kill in time"
         _kill_tree(proc.pid)
     finally:
         _kill_tree(proc.pid)
         proc.wait()
-    killed_at = CheckpointManager(run, rank=0, world_size=2).latest()
-    assert killed_at is not None and int(killed_at.name[5:]) < STEPS
-    # a write torn by the kill (left as a temporary folder) must be ignored and replaced
-    torn = run / "checkpoints" / f".step-{int(killed_at.name[5:]) + 2:08d}.tmp"
-    torn.mkdir(exist_ok=True)
-    (torn / "state.pt").write_bytes(b"torn")
+
+
+def test_sigkill_and_resume_is_bit_identical_and_resumes_on_one_rank(driver_runs, train_data, tmp_path):
+    """Killed with SIGKILL (the whole process tree) twice: while writing the step-8 checkpoint (after its files
+    are written, before the rename: the torn write is ignored, the run resumes from step 6), then in the middle
+    of training after step 12; the final resume ends bit-identical to the uninterrupted run."""
+    from triergon.train.checkpointing import PAUSE_ENV
+
+    out, _ = driver_runs
+    run = tmp_path / "killed"
+    cmd = _torchrun("-m", "triergon.train", "--recipe", "cpu-smoke", "--run-dir", str(run),
+                    *_dit_args(train_data["cache"]))
+    ckpts = CheckpointManager(run, rank=0, world_size=2)
+    torn = run / "checkpoints" / ".step-00000008.tmp"
+    _run_until_killed(cmd, {**_env(), PAUSE_ENV: "8"}, lambda: (torn / "paused").exists())
+    assert ckpts.latest().name == "step-00000006", ckpts.latest()
+    assert (torn / "state.pt").is_file() and not (run / "checkpoints" / "step-00000008").exists()
+    _run_until_killed(cmd, _env(), lambda: bool(ckpts.all()) and int(ckpts.all()[-1].name[5:]) >= 12)
+    killed_at = ckpts.latest()
+    assert 12 <= int(killed_at.name[5:]) < STEPS, killed_at
     one_rank = tmp_path / "one-rank"
     shutil.copytree(run, one_rank)
 

@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ import torch.distributed as dist
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{8})$")
+# A test hook: "STEP" makes rank 0 stop inside the write of checkpoint STEP, after its files are written and
+# before the rename, and wait there (writing `paused` into the temporary folder) to be killed.
+PAUSE_ENV = "TRIERGON_TRAIN_PAUSE_IN_SAVE"
 
 
 def _fsync_file(path: Path) -> None:
@@ -98,6 +102,8 @@ class CheckpointManager:
             (tmp / "config.json").write_text(config_json)
             for name in ("state.pt", "config.json"):
                 _fsync_file(tmp / name)
+            if os.environ.get(PAUSE_ENV) == str(step):
+                _pause(tmp)
         _barrier()
         if self.rank == 0:
             _fsync_dir(tmp)
@@ -121,6 +127,13 @@ class CheckpointManager:
         if rng_file.is_file():
             set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
         return state, exact
+
+
+def _pause(tmp: Path) -> None:
+    logger.warning("%s: pausing inside the write of %s", PAUSE_ENV, tmp)
+    (tmp / "paused").write_text("")
+    while True:
+        time.sleep(1)
 
 
 def _barrier() -> None:
