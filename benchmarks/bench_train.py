@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py --out /tmp/bench-train [--what throughput,overfit,vae]
 
 Throughput: DiT 256 wide x 8 deep on 16 x 5 s latent crops, VAE of width 16 on 4 x 2 s stereo crops (STFT +
-KL + adversarial + feature matching), T_LUFS 128 wide x 4 deep on 16 x 10 s of frame features; samples/s
+KL + adversarial + feature matching), T_LUFS 128 wide x 4 deep on 16 x 5 s of frame features; samples/s
 is measured over the steps after the first, data loading included. Prints a table; asserts nothing.
 """
 

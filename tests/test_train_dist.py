@@ -97,7 +97,8 @@ def driver_runs(train_data, tmp_path_factory):
         ["vae", "cpu-smoke-vae", ["data.path=" + str(shards), "run.steps=3", "vae_loss.discriminator_start=1"]],
         ["lufs", "cpu-smoke-lufs", ["data.path=" + str(cache), "run.steps=3"]],
         ["fsdp", "cpu-smoke", ["data.path=" + str(cache), "run.steps=3", "run.save_every=2",
-                               "parallel.mode=fsdp", "parallel.param_dtype=bf16"]],
+                               "parallel.mode=fsdp", "parallel.param_dtype=bf16", "run.sample_every=3",
+                               "run.sample_steps=2"]],
     ]
     proc = subprocess.run(_torchrun(str(TESTS / "_train_driver.py"), str(out), json.dumps({"runs": runs})),
                           env=_env(), capture_output=True, text=True, timeout=600)
@@ -123,6 +124,12 @@ def test_fsdp2_bf16_trains_saves_and_loads_into_one_process(driver_runs, train_d
     assert results["fsdp"]["step"] == 3 and results["fsdp"]["finite"], results["fsdp"]
     weights = _load_latest(out / "fsdp")["parts"]["denoiser"]["model"]
     assert weights["dit.transformer.layers.0.pre_norm.gamma"].dtype == torch.float32  # full fp32 master weights
+    # rank 0 wrote a sample from the gathered EMA weights of the sharded model
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "fsdp" / "tensorboard"))
+    events.Reload()
+    assert "sample/lufs" in events.Tags()["images"] and "sample/audio" in events.Tags()["audio"]
     # the gathered (full) state resumes in one process without FSDP
     run = tmp_path / "fsdp-on-one-rank"
     shutil.copytree(out / "fsdp", run)
