@@ -53,3 +53,19 @@ def test_console_script_lists_presets():
         assert any(line.startswith(name + " ") for line in lines), res.stdout
     sao = next(line for line in lines if line.startswith("sao-1.0 "))
     assert "156,112,514" in sao
+
+
+def test_every_package_folder_is_installed():
+    """`pyproject.toml` lists the packages a wheel holds (the root maps to `triergon`): every folder of the
+    package with an `__init__.py` must be listed, or `pip install .` (non-editable) would lack it."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    skip = {"tests", "benchmarks"}
+    found = {"triergon"} | {
+        "triergon." + ".".join(init.parent.relative_to(REPO).parts)
+        for init in REPO.rglob("__init__.py")
+        if init.parent != REPO and init.relative_to(REPO).parts[0] not in skip
+        and not any(part.startswith(".") for part in init.relative_to(REPO).parts)
+    }
+    assert listed == found, {"not listed": sorted(found - listed), "listed, not a package": sorted(listed - found)}
