@@ -61,7 +61,7 @@ def test_every_package_folder_is_installed():
     import tomllib
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    skip = {"tests", "benchmarks"}
+    skip = {"tests", "benchmarks", "build", "dist"}  # build/ and dist/: what `pip wheel` leaves behind
     found = {"triergon"} | {
         "triergon." + ".".join(init.parent.relative_to(REPO).parts)
         for init in REPO.rglob("__init__.py")
