@@ -21,30 +21,22 @@ import torch
 from ..triergon_core.audio import load_audio
 from ..triergon_core.cache import tensor_digest
 from ..triergon_core.config import SAMPLE_RATE
-from ..triergon_core.video import probe_video
+from ..triergon_core.video import exact_fps, probe_video
 from .host import temp_directory
 from .video_type import check_video, components, file_of, stream_source
 
 logger = logging.getLogger(__name__)
 
-_NTSC_BASES = (24, 30, 48, 60, 120, 240)
-MAX_FPS = 1000.0
-
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
-    """The exact rate meant by `fps`: NTSC rates (23.976, 29.97, 59.94, ...) as n * 1000 / 1001, others as the
-    nearest fraction with a denominator up to 1001."""
+    """The exact rate meant by an `fps` input (see `video.exact_fps`: 29.97 -> 30000/1001); a Fraction (a core
+    VIDEO's rate) is already exact."""
     if isinstance(fps, Fraction):
         return fps
-    fps = float(fps)
-    if not 0 < fps <= MAX_FPS:
-        raise ValueError(f"fps must be a positive frame rate up to {MAX_FPS:g}, got {fps:g}; give the frames' real "
-                         "rate (e.g. VideoHelperSuite's loaded_fps)")
-    for base in _NTSC_BASES:
-        ntsc = Fraction(base * 1000, 1001)
-        if abs(fps - float(ntsc)) < 5e-4:
-            return ntsc
-    return Fraction(fps).limit_denominator(1001)
+    try:
+        return exact_fps(fps)
+    except ValueError as e:
+        raise ValueError(f"{e}; give the frames' real rate (e.g. VideoHelperSuite's loaded_fps)") from None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from ..triergon_core.lufs_curve import LufsCurve
 from ..triergon_core.lufs_edit_text import apply_edits, parse_edits, widget_edits
 from ..triergon_core.lufs_plot import plot_curves
 from ..triergon_core.lufs_predictor import predict_lufs
-from .media import MAX_FPS, audio_stereo, resolve_video
+from ..triergon_core.video import MAX_FPS
+from .media import audio_stereo, resolve_video
 
 CATEGORY = "Tri-Ergon"
 FPS = ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_FPS, "step": 0.001, "tooltip": "Frame rate of the IMAGE "

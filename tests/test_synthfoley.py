@@ -12,9 +12,9 @@ import torch
 from triergon.triergon_core.cli import main
 from triergon.triergon_core.lufs_curve import LufsCurve
 from triergon.triergon_core.metrics import stereo_placement
-from triergon.triergon_core.synthfoley import SCENE_KINDS, parse_fps, render_clip
+from triergon.triergon_core.synthfoley import SCENE_KINDS, render_clip
 from triergon.triergon_core.synthfoley.dataset import split_of
-from triergon.triergon_core.video import probe_video
+from triergon.triergon_core.video import exact_fps, probe_video
 
 SR = 44100
 
@@ -65,7 +65,7 @@ def test_every_kind_renders_and_bad_input_is_refused():
     with pytest.raises(ValueError, match="less than one frame"):
         render_clip(seed=0, seconds=0.01, fps=24)
     with pytest.raises(ValueError, match="frame rate"):
-        parse_fps("fast")
+        exact_fps("fast")
 
 
 def test_lamp_loudness_follows_drawn_brightness():

@@ -16,10 +16,10 @@ def _size(text: str) -> tuple[int, int]:
 def _synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .synthfoley.clip import parse_fps
     from .synthfoley.dataset import write_dataset
+    from .video import exact_fps
 
-    parse_fps(args.fps)  # a bad rate fails before any work
+    exact_fps(args.fps)  # a bad rate fails before any work
     if not args.seconds > 0:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     width, height = args.size

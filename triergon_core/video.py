@@ -37,7 +37,7 @@ from av.video.reformatter import VideoReformatter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoError", "VideoFrames", "VideoInfo", "probe_video", "read_frames"]
+__all__ = ["MAX_FPS", "VideoError", "VideoFrames", "VideoInfo", "exact_fps", "probe_video", "read_frames"]
 
 # Seek when the next instant is this far (s) past the last decoded frame; nearer, decoding on is cheaper than
 # restarting at a keyframe. Results are identical either way.
@@ -53,6 +53,29 @@ _TRUNCATION_S = 0.5  # frames ending this much before the stream's declared dura
 _WARNED: set[tuple[str, str]] = set()  # (file, message) pairs already warned about in this process
 
 _Spans = list[tuple[int, int]]  # (pts, duration) per packet
+
+
+MAX_FPS = 1000.0
+
+
+def exact_fps(value: float | int | str | Fraction) -> Fraction:
+    """An exact frame rate: 24, 25.0, "30000/1001", or the NTSC decimals 23.976 / 29.97 / 59.94 (also as the float
+    29.970029970029973) read as 24000/1001, 30000/1001, 60000/1001; other rates as the nearest fraction with a
+    denominator up to 1001. Frame counts divided by it give exact durations.
+
+    Raises:
+        ValueError: not a number, or not in (0, MAX_FPS].
+    """
+    try:
+        fps = Fraction(value) if not isinstance(value, float) else Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"frame rate {value!r} is not a number; give e.g. 24, 29.97 or 30000/1001") from None
+    if not 0 < fps <= MAX_FPS:
+        raise ValueError(f"frame rate {value!r} must be positive and at most {MAX_FPS:g} frames per second")
+    ntsc = fps * Fraction(1001, 1000)
+    if fps.denominator != 1 and abs(ntsc - round(ntsc)) < Fraction(1, 1000):
+        return Fraction(round(ntsc) * 1000, 1001)
+    return fps.limit_denominator(1001)
 
 
 class VideoError(ValueError):

@@ -1,5 +1,5 @@
 """SynthFoley: procedural videos whose sounds are caused by what is drawn (the demo's data and benchmark)."""
 
-from .clip import SCENE_KINDS, SynthClip, clip_seed, parse_fps, render_clip
+from .clip import SCENE_KINDS, SynthClip, clip_seed, render_clip
 
-__all__ = ["SCENE_KINDS", "SynthClip", "clip_seed", "parse_fps", "render_clip"]
+__all__ = ["SCENE_KINDS", "SynthClip", "clip_seed", "render_clip"]

@@ -9,12 +9,13 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..video import exact_fps
 from ._signal import SAMPLE_RATE
 from .scenes import SCENES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCENE_KINDS", "SynthClip", "clip_seed", "parse_fps", "render_clip"]
+__all__ = ["SCENE_KINDS", "SynthClip", "clip_seed", "render_clip"]
 
 SCENE_KINDS = tuple(SCENES)
 MIN_BAND = 8  # pixels: the smallest band height a scene can be drawn in
@@ -55,21 +56,6 @@ class SynthClip:
         return _frame_times(len(self.frames), self.fps)
 
 
-def parse_fps(value: float | int | str | Fraction) -> Fraction:
-    """An exact frame rate: 24, 25.0, "30000/1001", or the NTSC decimals 23.976 / 29.97 / 59.94 (read as
-    24000/1001, 30000/1001, 60000/1001)."""
-    try:
-        fps = Fraction(value) if not isinstance(value, float) else Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"frame rate {value!r} is not a number; give e.g. 24, 29.97 or 30000/1001") from None
-    if not 0 < fps <= 1000:
-        raise ValueError(f"frame rate {value!r} must be between 0 and 1000 frames per second")
-    ntsc = fps * Fraction(1001, 1000)
-    if fps.denominator != 1 and abs(ntsc - round(ntsc)) < Fraction(1, 1000):
-        return Fraction(round(ntsc) * 1000, 1001)
-    return fps.limit_denominator(1001)
-
-
 def clip_seed(seed: int, index: int) -> int:
     """The seed of clip `index` of a data set made with `seed` (independent of how many clips are made)."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
@@ -94,13 +80,13 @@ def render_clip(
     Args:
         seed: everything (scenes, motion, noise, caption) follows from it.
         seconds: duration; the clip has round(seconds * fps) frames and round(seconds * 44100) samples.
-        fps: frame rate (see `parse_fps`).
+        fps: frame rate (see `video.exact_fps`).
         width, height: frame size in pixels.
         kinds: the scenes to show, stacked top to bottom (from `SCENE_KINDS`); None: 1 to `max_scenes`
             distinct kinds drawn from the seed.
         max_scenes: the most scenes in one clip when `kinds` is None.
     """
-    fps = parse_fps(fps)
+    fps = exact_fps(fps)
     if not np.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"seconds must be a positive number, got {seconds}")
     num_frames, num_samples = round(seconds * fps), round(seconds * SAMPLE_RATE)
