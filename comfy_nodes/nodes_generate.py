@@ -9,9 +9,10 @@ import torch
 
 from ..triergon_core import sampling
 from ..triergon_core.conditioning import Conditions
-from ..triergon_core.generate import initial_noise, prepare_conditions, resolve_seconds, sample_latents
+from ..triergon_core.generate import fit_lufs, initial_noise, prepare_conditions, resolve_seconds, sample_latents
 from ..triergon_core.lufs_curve import FIT_POLICIES
 from ..triergon_core.mux import mux_audio
+from ..triergon_core.presets import PRESETS, get_preset
 from . import host
 from .media import audio_output, audio_stereo, resolve_video
 from .nodes_lufs import FPS, TAKE, check_fps
@@ -22,7 +23,8 @@ CATEGORY = "Tri-Ergon"
 DEFAULT_STEPS = sampling.PAPER_SAMPLING.steps
 DEFAULT_CFG = sampling.PAPER_SAMPLING.cfg_scale
 DEFAULT_SAMPLER = sampling.PAPER_SAMPLING.sampler
-MAX_SECONDS = 60.0  # the longest preset window; each model's own window is checked when it runs
+# the longest preset window (each model's own window is checked when it runs)
+MAX_SECONDS = max(get_preset(name).sequence.max_seconds for name in PRESETS)
 MAX_SEED = 2**63 - 1 - 64  # seeds seed .. seed + batch - 1 stay valid
 
 
@@ -134,8 +136,7 @@ class TriErgonSample:
                              "Conditions and Sample")
         cond, seconds = conditions.conditions, conditions.seconds
         if lufs_curve is not None:
-            with_curve = prepare_conditions(model.model, seconds=seconds, lufs=lufs_curve, lufs_fit=lufs_fit)
-            cond = replace(cond, lufs=with_curve.lufs)
+            cond = replace(cond, lufs=fit_lufs(model.config, lufs_curve, seconds, lufs_fit))
         device = model.use("dit")
         noise = initial_noise(model.model, seconds=seconds, seed=seed, batch_size=batch_size, device=device)
         bar = host.progress(steps)
