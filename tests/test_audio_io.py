@@ -220,6 +220,18 @@ def test_offset_and_duration(tmp_path):
         load_audio(path, offset=2.0)
 
 
+
+def test_encoded_bytes_decode_like_the_file(tmp_path, stereo):
+    """An encoded file in memory (e.g. a FLAC from a data shard) decodes exactly as the file does."""
+    path = write_audio(tmp_path / "clip.flac", stereo, bits=24)
+    data = path.read_bytes()
+    assert torch.equal(load_audio(data), load_audio(path))
+    assert torch.equal(load_audio(data, offset=0.01, duration=0.02), load_audio(path, offset=0.01, duration=0.02))
+    with pytest.raises(AudioError, match="cannot decode the encoded audio in memory"):
+        load_audio(b"not audio at all\n" * 20)
+    with pytest.raises(AudioError, match="only for in-memory arrays"):
+        load_audio(data, sample_rate=SAMPLE_RATE)
+
 def test_video_audio_track(tmp_path):
     sine = _sine(1000, 1.0, SAMPLE_RATE)
     audio = load_audio(_write_mp4(tmp_path / "clip.mp4", sine))

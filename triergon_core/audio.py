@@ -9,6 +9,7 @@ Resampling uses `resample` (torchaudio when installed, else PyAV's libswresample
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -98,7 +99,7 @@ def to_stereo(audio: torch.Tensor, channel_names: Sequence[str] | None = None) -
 
 
 def load_audio(
-    source: str | os.PathLike[str] | np.ndarray | torch.Tensor,
+    source: str | os.PathLike[str] | bytes | np.ndarray | torch.Tensor,
     *,
     sample_rate: int | None = None,
     target_rate: int = SAMPLE_RATE,
@@ -112,8 +113,9 @@ def load_audio(
     channel layout; the part is selected before the conversion and resampling.
 
     Args:
-        source: a file path, or an array `[samples]` (mono) / `[channels, samples]` (numpy or torch).
-            Integer arrays are scaled from their full range to [-1, 1].
+        source: a file path, the bytes of an encoded file (e.g. a FLAC read from a data shard), or an array
+            `[samples]` (mono) / `[channels, samples]` (numpy or torch). Integer arrays are scaled from their
+            full range to [-1, 1].
         sample_rate: the rate of an array `source`: required for arrays, an error with a file (whose rate
             is read from the file).
         target_rate: rate of the returned audio.
@@ -134,6 +136,11 @@ def load_audio(
                 "is read from the file (use target_rate to choose the output rate)"
             )
         audio, rate, names, what = _decode_file(Path(source), offset, duration)
+    elif isinstance(source, bytes):
+        if sample_rate is not None:
+            raise AudioError(f"sample_rate={sample_rate} is only for in-memory arrays; the rate of encoded audio "
+                             "is read from it (use target_rate to choose the output rate)")
+        audio, rate, names, what = _decode_file(io.BytesIO(source), offset, duration)
     elif isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise AudioError("an in-memory array needs its rate: pass sample_rate=<Hz>")
@@ -143,7 +150,7 @@ def load_audio(
         start, stop = _sample_range(rate, offset, duration)
         audio = _select(audio, start, stop, rate, offset, what)
     else:
-        raise AudioError(f"source must be a path, numpy array or torch tensor, got {type(source).__name__}")
+        raise AudioError(f"source must be a path, bytes, numpy array or torch tensor, got {type(source).__name__}")
 
     bad = int((~torch.isfinite(audio)).sum())
     if bad:
@@ -300,23 +307,27 @@ def _select(
 
 
 def _decode_file(
-    path: Path, offset: float, duration: float | None
+    path: Path | io.BytesIO, offset: float, duration: float | None
 ) -> tuple[torch.Tensor, int, list[str] | None, str]:
-    """Decode the selected part of the first audio stream of `path`.
+    """Decode the selected part of the first audio stream of `path` (a file, or an encoded file in memory).
 
     Returns the audio `[channels, samples]`, its rate, the layout's channel names (None when the layout does
     not name its channels) and a description of the file for messages.
     """
-    what = f"audio file {str(path)!r}"
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {str(path)!r}")
-    if path.is_dir():
-        raise AudioError(f"{str(path)!r} is a directory; pass the path of an audio or video file")
+    if isinstance(path, io.BytesIO):
+        name, what, opened = "the encoded audio in memory", "encoded audio in memory", path
+    else:
+        name, opened = repr(str(path)), str(path)
+        what = f"audio file {name}"
+        if not path.exists():
+            raise FileNotFoundError(f"audio file not found: {str(path)!r}")
+        if path.is_dir():
+            raise AudioError(f"{str(path)!r} is a directory; pass the path of an audio or video file")
     try:
-        with av.open(str(path)) as container:
+        with av.open(opened) as container:
             if not container.streams.audio:
                 raise AudioError(
-                    f"{str(path)!r} has no audio stream (streams: "
+                    f"{name} has no audio stream (streams: "
                     f"{[s.type for s in container.streams] or 'none'}); pass a file with an audio track"
                 )
             stream = container.streams.audio[0]
@@ -338,7 +349,7 @@ def _decode_file(
                 chunks.extend(converted.to_ndarray() for converted in resampler.resample(None))
     except av.FFmpegError as err:
         raise AudioError(
-            f"cannot decode {str(path)!r} as audio ({err}); pass an audio file (wav, flac, mp3, ogg, m4a, "
+            f"cannot decode {name} as audio ({err}); pass an audio file (wav, flac, mp3, ogg, m4a, "
             "...) or a video file with an audio track"
         ) from err
     audio = torch.from_numpy(np.concatenate(chunks, axis=-1)) if chunks else torch.zeros(len(names), 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,10 +54,7 @@ def build_cache(shards: str | os.PathLike, output: str | os.PathLike, *, vae, en
         path = out / "items" / f"{key}.safetensors"
         caption = index.read(i, "txt").decode("utf-8")
         if not path.is_file():
-            with tempfile.TemporaryDirectory() as tmp:
-                flac = Path(tmp) / "a.flac"
-                flac.write_bytes(index.read(i, "flac"))
-                audio = load_audio(flac)
+            audio = load_audio(index.read(i, "flac"))
             item = _encode(audio, caption, index, i, vae=vae, encoders=encoders, features=features, device=device)
             with atomic_write_path(path) as tmp_path:
                 save_file({k: v.float().contiguous().cpu() for k, v in item.items()}, tmp_path)

@@ -10,7 +10,6 @@ real part.
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import torch
@@ -61,10 +60,8 @@ class AudioCrops(Dataset):
         g = _generator(self.seed, ref)
         seconds = self.metas[ref.index]["seconds"]
         start = _crop_start(round(seconds * SAMPLE_RATE), self.crop, g)
-        with tempfile.TemporaryDirectory() as tmp:
-            flac = Path(tmp) / "a.flac"
-            flac.write_bytes(self.index.read(ref.index, "flac"))
-            audio = load_audio(flac, offset=start / SAMPLE_RATE, duration=self.crop / SAMPLE_RATE)
+        audio = load_audio(self.index.read(ref.index, "flac"), offset=start / SAMPLE_RATE,
+                           duration=self.crop / SAMPLE_RATE)
         valid = min(audio.shape[-1], self.crop)
         return {"audio": _fit(audio, 0, self.crop), "mask": _mask(valid, self.crop),
                 "seconds_start": torch.tensor(start / SAMPLE_RATE), "seconds_total": torch.tensor(seconds),
