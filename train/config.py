@@ -55,6 +55,7 @@ class VAELossConfig:
     kl: float = 0.1
     loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
+    perceptual: bool = True  # A-weighting inside the STFT loss (Stable Audio's); costly on a CPU
     discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32

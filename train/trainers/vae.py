@@ -37,7 +37,7 @@ class VAETrainer(Trainer):
             disc = MultiScaleSTFTDiscriminator(audio_channels=model.config.vae.audio_channels,
                                                channels=lc.discriminator_channels, fft_sizes=lc.discriminator_ffts)
         self.add_part("disc", disc, lr=lc.discriminator_lr, ema=False)
-        self.stft = stft_loss(lc.fft_sizes).to(self.device)
+        self.stft = stft_loss(lc.fft_sizes, perceptual=lc.perceptual).to(self.device)
 
     def dataset(self) -> AudioCrops:
         return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
