@@ -56,6 +56,9 @@ class VAELossConfig:
     loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
     perceptual: bool = True  # A-weighting inside the STFT loss (Stable Audio's); costly on a CPU
+    # false: the encoder is frozen and only the decoder trains (start such a run from an export with
+    # `model.init`): latents cached from that export stay valid, so a DiT can train on them meanwhile
+    train_encoder: bool = True
     discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32

@@ -31,6 +31,11 @@ class VAETrainer(Trainer):
         model = initial_model(self.config)
         self.model_config = model.config
         lc = self.config.vae_loss
+        if not lc.train_encoder:
+            if not self.config.model.init:
+                raise ValueError("vae_loss.train_encoder=false freezes the encoder of a trained VAE: give "
+                                 "model.init (an export of the run whose latents should stay valid)")
+            model.vae.encoder.requires_grad_(False)
         self.add_part("vae", model.vae, lr=self.config.optim.lr)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.run.seed + 1)

@@ -1,0 +1,86 @@
+"""VAE validation scores: known answers with a stand-in autoencoder, and `validate_run` over a real tiny run
+(each checkpoint scored once, repeated calls append nothing)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from triergon.train.config import apply_overrides
+from triergon.train.distributed import init_distributed
+from triergon.train.recipes import get_recipe
+from triergon.train.trainers import trainer_class
+from triergon.train.validate import load_vae, reconstruction_scores, validate_run
+
+
+class _Scaled(torch.nn.Module):
+    """encode -> the audio itself; decode -> the audio times `gain` (a reconstruction off by a known level)."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def encode(self, audio, sample=False):
+        return audio
+
+    def decode(self, latents, num_samples=None):
+        return latents[..., :num_samples] * self.gain
+
+
+def _clips():
+    t = torch.arange(44100 * 2) / 44100
+    tone = torch.sin(2 * math.pi * 440 * t)
+    quiet_tail = torch.cat([torch.ones(44100), torch.full((44100,), 1e-5)])  # the tail is below -60 LUFS
+    return [torch.stack([0.3 * tone, 0.1 * tone]), torch.stack([0.2 * tone * quiet_tail, 0.2 * tone])]
+
+
+def test_perfect_reconstruction_scores_zero():
+    s = reconstruction_scores(_Scaled(1.0), _clips())
+    assert s.clips == 2 and s.loudness_mae == 0 and s.loudness_bias == 0
+    assert s.mrstft == pytest.approx(0, abs=1e-6)
+
+
+def test_half_amplitude_is_six_lu_too_quiet():
+    s = reconstruction_scores(_Scaled(0.5), _clips())
+    six = 20 * math.log10(2)
+    # the soft -70 LUFS floor of window_loudness moves the quieter (-20 dBFS) tone by 0.004 LU
+    assert s.loudness_bias == pytest.approx(-six, abs=0.006)
+    assert s.loudness_mae == pytest.approx(six, abs=0.006)
+    assert s.mrstft > 0.1
+
+
+def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
+    config = apply_overrides(get_recipe("cpu-smoke-vae"), [f"data.path={train_data['shards']}", "run.steps=2",
+                                                           "run.save_every=1", "run.sample_every=0"])
+    trainer_class("vae")(config, init_distributed(device="cpu"), tmp_path).fit()
+    rows = validate_run(tmp_path, train_data["shards"], limit=2)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["clips"] == 2 for r in rows)
+    assert all(math.isfinite(r["mrstft"]) and r["loudness_mae"] >= 0 for r in rows)
+    lines = (tmp_path / "validation.jsonl").read_text().splitlines()
+    assert validate_run(tmp_path, train_data["shards"], limit=2) == rows
+    assert (tmp_path / "validation.jsonl").read_text().splitlines() == lines
+    assert json.loads(lines[0])["step"] == 1
+    vae, step = load_vae(sorted((tmp_path / "checkpoints").iterdir())[-1])
+    assert step == 2 and not vae.training
+
+
+def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path):
+    from triergon.train.export import export_run
+    from triergon.triergon_core.checkpoint import load_checkpoint
+
+    info = init_distributed(device="cpu")
+    base = [f"data.path={train_data['shards']}", "run.save_every=1", "run.sample_every=0"]
+    config = apply_overrides(get_recipe("cpu-smoke-vae"), [*base, "run.steps=1"])
+    trainer_class("vae")(config, info, tmp_path / "a").fit()
+    start, _ = export_run(tmp_path / "a", tmp_path / "a.safetensors")
+    with pytest.raises(ValueError, match=r"model\.init"):
+        trainer_class("vae")(apply_overrides(config, ["vae_loss.train_encoder=false"]), info, tmp_path / "x").build()
+    frozen = apply_overrides(config, ["vae_loss.train_encoder=false", f"model.init={start}", "run.steps=2"])
+    trainer_class("vae")(frozen, info, tmp_path / "b").fit()
+    after, _ = export_run(tmp_path / "b", tmp_path / "b.safetensors")
+    before, now = load_checkpoint(start).vae, load_checkpoint(after).vae
+    assert all(torch.equal(v, now.encoder.state_dict()[k]) for k, v in before.encoder.state_dict().items())
+    assert any(not torch.equal(v, now.decoder.state_dict()[k]) for k, v in before.decoder.state_dict().items())
