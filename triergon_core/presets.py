@@ -36,12 +36,16 @@ def _sao_1_0() -> ModelConfig:
 
 def _demo() -> ModelConfig:
     # The shipped SynthFoley model (DESIGN.md): a 12-wide Oobleck VAE (1.1 M parameters, 2048x, 32 latent
-    # channels), a 256-wide DiT of depth 8, and 128-wide condition embeddings from small LanguageBind towers.
+    # channels), a DiT 192 wide (3 heads of 64; the 128-wide condition tokens projected to 192 so that the
+    # cross-attention has 3 key/value heads too) and 6 deep (4.4 M parameters: 9 MB in fp16, and a few times
+    # faster per training step on a CPU than 256 x 8's 10 M), and 128-wide condition embeddings from small
+    # LanguageBind towers.
     # LUFS resolution: 6 frames/s x 10 s = 60 frames <= 1 token x 128, so no 1/6 s frame is averaged away.
     return ModelConfig(
         name="demo",
         vae=VAEConfig(channels=12, c_mults=(1, 2, 4, 8, 8), strides=(2, 4, 4, 8, 8), latent_dim=32),
-        dit=DiTConfig(io_channels=32, embed_dim=256, depth=8, num_heads=4, cond_token_dim=128, global_cond_dim=256),
+        dit=DiTConfig(io_channels=32, embed_dim=192, depth=6, num_heads=3, cond_token_dim=128, global_cond_dim=256,
+                      project_cond_tokens=True),
         conditioning=ConditioningConfig(embed_dim=128),
         sequence=SequenceConfig(max_seconds=10.0),
     )
