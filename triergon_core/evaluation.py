@@ -32,8 +32,8 @@ from .metrics import av_align, frechet_distance, kl_divergence, lufs_tracking, s
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "ClipScore", "Scorer", "find_generated", "format_cell", "format_markdown", "load_clips", "reference_audio", "score_folder",
-           "write_report"]
+__all__ = ["METRICS", "ClipScore", "Scorer", "find_generated", "format_cell", "format_markdown", "load_clips",
+           "reference_audio", "score_folder", "write_report"]
 
 GENERATED_FORMATS = (".wav", ".flac")
 # name -> (column heading, whether higher is better); the order of the Markdown columns
@@ -118,8 +118,9 @@ class Scorer:
             generated, num = generated[:, :reference.shape[-1]], reference.shape[-1]
         if requested is None:
             requested = LufsCurve.measure(reference)
-        tracking = lufs_tracking(requested, generated)
-        placement = stereo_placement(requested, generated)
+        measured = LufsCurve.measure(generated, rate=requested.rate)
+        tracking = lufs_tracking(requested, measured)
+        placement = stereo_placement(requested, measured)
         (gen_emb, ref_emb), probs = self._embed(generated, reference)
         self._generated.append(gen_emb)
         self._reference.append(ref_emb)
@@ -141,7 +142,11 @@ class Scorer:
             raise ValueError("no clip was scored")
         means = {name: _nanmean([getattr(c, name) for c in self.clips])
                  for name in ("kl", "av_align", "lufs_mae", "lufs_corr", "stereo_placement")}
-        fd = float(frechet_distance(torch.stack(self._generated), torch.stack(self._reference)))
+        if len(self.clips) < 2:
+            logger.warning("FD needs at least 2 clips (a covariance); with 1 it is left out")
+            fd = math.nan
+        else:
+            fd = float(frechet_distance(torch.stack(self._generated), torch.stack(self._reference)))
         return {"fd": fd, **means}
 
 

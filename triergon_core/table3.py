@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from ._fs import atomic_write_path
 from .audio import write_audio
 from .evaluation import METRICS, format_cell, reference_audio, score_folder
