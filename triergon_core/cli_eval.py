@@ -4,9 +4,11 @@ miniature (`--table3`)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
+from .audio_embedders import EMBEDDERS
 from .checks import check_device, check_input_file, check_seed
 from .generate import DTYPES
 from .presets import PRESETS
@@ -14,29 +16,48 @@ from .sampling import PAPER_SAMPLING, SAMPLERS, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
-EMBEDDER_KINDS = ("synthfoley", "openl3", "passt")
 # Table 3's options without a default that matters for scoring: given without --table3, they are a mistake.
 _TABLE3_ONLY = ("checkpoint", "preset", "languagebind", "dinov2", "lufs_predictor", "seconds", "dtype")
 
 
-def _embedder(args: argparse.Namespace, device):
+def _load_embedder(kind: str, path: str | None, *, option: str, device):
     from .audio_embedders import load_embedder
 
-    if args.embedder_weights is not None:
-        check_input_file(args.embedder_weights, what="--embedder-weights")
-    elif args.embedder != "synthfoley":
-        raise ValueError(f"--embedder {args.embedder} needs its weights file: give --embedder-weights PATH")
-    return load_embedder(args.embedder, args.embedder_weights).to(device)
+    if path is not None:
+        check_input_file(path, what=f"{option}-weights")
+    elif kind != "synthfoley":
+        raise ValueError(f"{option} {kind} needs its weights file: give {option}-weights PATH")
+    return load_embedder(kind, path).to(device)
 
 
-def _embedder_name(args: argparse.Namespace) -> str:
-    return args.embedder + (f" ({Path(args.embedder_weights).name})" if args.embedder_weights else "")
+def _embedders(args: argparse.Namespace, device) -> tuple:
+    """(the embedder for FD, and KL unless --kl-embedder; the one for KL or None) and how to name them."""
+    embedder = _load_embedder(args.embedder, args.embedder_weights, option="--embedder", device=device)
+    name = args.embedder + (f" ({Path(args.embedder_weights).name})" if args.embedder_weights else "")
+    if args.kl_embedder is None:
+        if args.kl_embedder_weights is not None:
+            raise ValueError("--kl-embedder-weights needs --kl-embedder KIND")
+        return embedder, None, name
+    kl = _load_embedder(args.kl_embedder, args.kl_embedder_weights, option="--kl-embedder", device=device)
+    if not kl.labels:
+        raise ValueError(f"--kl-embedder {args.kl_embedder} gives no class probabilities; use a classifier "
+                         "(synthfoley or passt)")
+    kl_name = args.kl_embedder + (f" ({Path(args.kl_embedder_weights).name})" if args.kl_embedder_weights else "")
+    return embedder, kl, f"{name} for FD, {kl_name} for KL"
+
+
+def _check_eval_extra() -> None:
+    missing = [name for name in ("cv2", "librosa") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"AV-Align needs OpenCV and librosa ({', '.join(missing)} not found): "
+                         "pip install 'triergon[eval]'")
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation import load_clips
 
     device = check_device(args.device)
+    _check_eval_extra()
     check_input_file(args.manifest, what="--manifest")
     clips = load_clips(args.manifest, split=args.split, limit=args.limit)
     output = Path(args.output or ("table3" if args.table3 else "eval")).expanduser()
@@ -59,11 +80,12 @@ def _score(args: argparse.Namespace, clips: list, output: Path, device) -> int:
 
     from .evaluation import format_markdown, score_folder, write_report
 
-    embedder = _embedder(args, device)
+    embedder, kl_embedder, names = _embedders(args, device)
     with tqdm(total=len(clips), desc="scoring", unit="clip", disable=args.quiet) as bar:
-        report = score_folder(args.generated, clips, embedder=embedder, progress=lambda n: bar.update(n - bar.n))
+        report = score_folder(args.generated, clips, embedder=embedder, kl_embedder=kl_embedder,
+                              progress=lambda n: bar.update(n - bar.n))
     report = {"generated": str(args.generated), "manifest": str(args.manifest), "split": args.split,
-              "embedder": _embedder_name(args), **report}
+              "embedder": names, **report}
     title = f"Scores of {args.generated} ({args.split} split of {args.manifest})"
     paths = write_report(report, output, name="scores", markdown=format_markdown(report, title=title))
     print(f"wrote {paths[0]} and {paths[1]} ({report['num_clips']} clips)")
@@ -99,7 +121,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
         config.sequence.check_seconds(args.seconds)
     encoders = load_languagebind(args.languagebind, device=device) if args.languagebind else None
     encoders = resolve_encoders(config, ["text", "audio", "video"], encoders)
-    embedder = _embedder(args, device)
+    embedder, kl_embedder, names = _embedders(args, device)
     features = load_dinov2(args.dinov2, device=device)
     predictor = load_predictor(args.lufs_predictor, device=device)
     if args.checkpoint:
@@ -108,13 +130,15 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
         logger.warning("no --checkpoint given: %r has random weights, so the table measures noise-like audio",
                        config.name)
         model = build_model(config, device=device, seed=RANDOM_WEIGHTS_SEED)
+    # what identifies the generated audio (a resumed run must match it); the embedders only score it
     settings = {"checkpoint": str(args.checkpoint) if args.checkpoint else None, "preset": config.name,
-                "manifest": str(args.manifest), "split": args.split, "embedder": _embedder_name(args)}
+                "manifest": str(args.manifest), "split": args.split}
     with tqdm(total=len(clips) * len(ROWS), desc="table 3", unit="generation", disable=args.quiet) as bar:
-        result = run_table3(model, clips, output=output, features=features, predictor=predictor, embedder=embedder,
-                            encoders=encoders, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
-                            seconds=args.seconds, seed=args.seed, dtype=args.dtype, settings=settings,
-                            progress=bar.update)
+        result = run_table3(model, clips, output=output, features=features, predictor=predictor,
+                            embedder=embedder, kl_embedder=kl_embedder, encoders=encoders, steps=args.steps,
+                            cfg_scale=args.cfg_scale, sampler=args.sampler, seconds=args.seconds, seed=args.seed,
+                            dtype=args.dtype, settings=settings, progress=bar.update)
+    result["settings"]["embedder"] = names
     paths = write_report(result, output, name="table3", markdown=format_table3(result))
     print(f"wrote {paths[0]} and {paths[1]} ({len(clips)} clips x {len(ROWS)} rows)")
     return 0
@@ -128,10 +152,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--manifest", required=True, help="the clips' manifest.jsonl (e.g. from `triergon synth`)")
     ev.add_argument("--split", default="test", help="the manifest's split to use (default test)")
     ev.add_argument("--limit", type=int, metavar="N", help="use the split's first N clips")
-    ev.add_argument("--embedder", choices=EMBEDDER_KINDS, default="synthfoley",
-                    help="audio network for FD and KL (default synthfoley: the classifier shipped in weights/)")
+    ev.add_argument("--embedder", choices=list(EMBEDDERS), default="synthfoley",
+                    help="audio network for FD, and KL unless --kl-embedder (default synthfoley: the SynthFoley "
+                    "classifier shipped in weights/; the paper: openl3 for FD, passt for KL)")
     ev.add_argument("--embedder-weights", metavar="PATH", help="its weights file (required for openl3 and passt; "
                     "default for synthfoley: weights/synthfoley-classifier.safetensors)")
+    ev.add_argument("--kl-embedder", choices=list(EMBEDDERS), help="another classifier for KL's class "
+                    "probabilities (default: --embedder's)")
+    ev.add_argument("--kl-embedder-weights", metavar="PATH", help="its weights file")
     ev.add_argument("-o", "--output", metavar="DIR", help="output folder (default: eval, or table3 with --table3)")
     ev.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -92,11 +92,13 @@ class Scorer:
     """Scores clip after clip and keeps the embeddings for the set's Fréchet distance.
 
     Args:
-        embedder: an `audio_embedders.AudioEmbedder` (`embed(audio [B, C, N], rate) -> (embeddings, probs)`).
+        embedder: an `audio_embedders.AudioEmbedder` (`embed(audio [B, C, N], rate) -> (embeddings, probs)`):
+            its embeddings give FD, and its class probabilities KL unless `kl_embedder` is given.
+        kl_embedder: another embedder for KL's class probabilities (the paper's FD_openl3 with KL_passt).
     """
 
-    def __init__(self, embedder) -> None:
-        self.embedder = embedder
+    def __init__(self, embedder, kl_embedder=None) -> None:
+        self.embedder, self.kl_embedder = embedder, kl_embedder
         self.clips: list[ClipScore] = []
         self._generated: list[torch.Tensor] = []
         self._reference: list[torch.Tensor] = []
@@ -133,7 +135,10 @@ class Scorer:
         return score
 
     def _embed(self, generated: torch.Tensor, reference: torch.Tensor):
-        emb, probs = self.embedder.embed(torch.stack([generated, reference]), SAMPLE_RATE)
+        pair = torch.stack([generated, reference])
+        emb, probs = self.embedder.embed(pair, SAMPLE_RATE)
+        if self.kl_embedder is not None:
+            probs = self.kl_embedder.embed(pair, SAMPLE_RATE)[1]
         return (emb[0], emb[1]), probs
 
     def summary(self) -> dict[str, float]:
@@ -193,7 +198,7 @@ def find_generated(folder: str | os.PathLike, clips: Sequence) -> tuple[dict[str
     return found, [c.id for c in clips if c.id not in found]
 
 
-def score_folder(folder: str | os.PathLike, clips: Sequence, *, embedder,
+def score_folder(folder: str | os.PathLike, clips: Sequence, *, embedder, kl_embedder=None,
                  requested: Callable[[str], LufsCurve | None] | None = None,
                  progress: Callable[[int], None] | None = None) -> dict:
     """Score the generated audio files in `folder` (named `<clip id>.wav` / `.flac`) against `clips`.
@@ -201,7 +206,8 @@ def score_folder(folder: str | os.PathLike, clips: Sequence, *, embedder,
     Args:
         folder: the generated audio.
         clips: the manifest's clips (`load_clips`); those without a file are listed in the result as missing.
-        embedder: an audio embedder (`audio_embedders.load_embedder`).
+        embedder: an audio embedder (`audio_embedders.load_embedder`) for FD, and KL unless `kl_embedder`.
+        kl_embedder: an embedder whose class probabilities give KL (default: `embedder`'s).
         requested: clip id -> the loudness curve the clip was generated with; default (or None): the
             reference audio's measured curve.
         progress: called with the number of clips scored so far.
@@ -213,7 +219,7 @@ def score_folder(folder: str | os.PathLike, clips: Sequence, *, embedder,
     if missing:
         logger.warning("%d of %d clips have no generated file in %s (e.g. %s); scoring the others",
                        len(missing), len(clips), folder, missing[0])
-    scorer = Scorer(embedder)
+    scorer = Scorer(embedder, kl_embedder)
     for clip in clips:
         if clip.id not in files:
             continue

@@ -9,7 +9,8 @@ clip uses the same seed (seed + the clip's index in the split), so rows differ o
 
 Nothing is lost on interruption: each generated clip is written (atomically) to `audio/<row>/<id>.wav`, and
 the two curves of each clip to `curves/`, as soon as they exist; a second run with the same output folder
-and settings skips them. The scores are computed from those files at the end.
+and settings skips them (a larger --limit adds clips: clip i's seed does not depend on the count). The scores
+are computed from those files at the end, so a run can also be scored again with other embedders.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ ROWS = tuple(Table3Row(text=text, audio=audio, lufs=lufs) for lufs in LUFS_SOURC
 
 
 def run_table3(model: TriErgon, clips: Sequence, *, output: str | os.PathLike, features, predictor, embedder,
-               encoders=None, steps: int, cfg_scale: float, sampler: str, seconds: float | None = None,
-               seed: int = 0, dtype: str | None = None, settings: dict | None = None,
+               kl_embedder=None, encoders=None, steps: int, cfg_scale: float, sampler: str,
+               seconds: float | None = None, seed: int = 0, dtype: str | None = None, settings: dict | None = None,
                progress: Callable[[], None] | None = None) -> dict:
     """Generate the eight rows for every clip (or reuse what an earlier run left) and score them.
 
@@ -65,21 +66,21 @@ def run_table3(model: TriErgon, clips: Sequence, *, output: str | os.PathLike, f
         clips: the test clips (`evaluation.load_clips`).
         output: folder for `audio/`, `curves/`, `run.json`; the caller writes the tables there.
         features, predictor: DINOv2 frame features and T_LUFS (`lufs_predictor.load_dinov2`, `load_predictor`).
-        embedder: the audio embedder for FD and KL (`audio_embedders.load_embedder`).
+        embedder, kl_embedder: the audio embedders for FD and KL (see `evaluation.score_folder`).
         encoders: condition encoders (default: the preset's own).
         steps, cfg_scale, sampler, dtype: sampling settings (see `generate`).
         seconds: generate this many seconds of each clip (its video's and audio's start); None: each whole clip.
         seed: clip i of the split is generated with seed + i in every row.
-        settings: what else identifies the run (e.g. the checkpoint); stored with the settings above in
-            `run.json`, and a later run in the same folder must have the same ones.
+        settings: what else identifies the generated audio (e.g. the checkpoint); stored with the sampling
+            settings in `run.json`, and a later run in the same folder must have the same ones.
         progress: called once per (clip, row) done or skipped.
 
     Returns:
         {"settings": ..., "rows": [{"key", "text", "audio", "lufs", "mean": {...}, "clips": [...]}]}.
     """
     output = Path(output).expanduser()
-    settings = {"num_clips": len(clips), "steps": steps, "cfg_scale": cfg_scale, "sampler": sampler,
-                "seconds": seconds, "seed": seed, "dtype": dtype, **(settings or {})}
+    settings = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler, "seconds": seconds, "seed": seed,
+                "dtype": dtype, **(settings or {})}
     _claim(output, settings)
     rate = model.config.sequence.sample_rate
     for index, clip in enumerate(clips):
@@ -106,11 +107,11 @@ def run_table3(model: TriErgon, clips: Sequence, *, output: str | os.PathLike, f
                 progress()
     rows = []
     for row in ROWS:
-        report = score_folder(output / "audio" / row.key, clips, embedder=embedder,
+        report = score_folder(output / "audio" / row.key, clips, embedder=embedder, kl_embedder=kl_embedder,
                               requested=lambda clip_id, row=row: LufsCurve.load(_curve_path(output, clip_id,
                                                                                             row.lufs)))
         rows.append({"key": row.key, "text": row.text, "audio": row.audio, "lufs": row.lufs, **report})
-    return {"settings": settings, "rows": rows}
+    return {"settings": {"num_clips": len(clips), **settings}, "rows": rows}
 
 
 def _audio_path(output: Path, row: Table3Row, clip_id: str) -> Path:
@@ -172,7 +173,7 @@ def format_table3(result: dict) -> str:
     length = "each whole clip" if s["seconds"] is None else f"the first {s['seconds']:g} s of each clip"
     lines += ["", f"{s['num_clips']} test clips ({length}), {s['steps']} {s['sampler']} steps, CFG scale "
               f"{s['cfg_scale']:g}, seed {s['seed']} (+ the clip's index, the same in every row); checkpoint: "
-              f"{s.get('checkpoint') or 'none (random weights)'}; embedder: {s.get('embedder', '?')}.",
+              f"{s.get('checkpoint') or 'none (random weights)'}; embedders: {s.get('embedder', '?')}.",
               "LUFS MAE: the generated audio against the E_L it was asked to follow (LU, frames above -60 LUFS). "
               "The reference audio is the clip's own (the paper's ground-truth e_A)."]
     return "\n".join(lines) + "\n"
