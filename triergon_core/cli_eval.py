@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from .audio_embedders import EMBEDDERS
-from .checks import check_device, check_input_file, check_seed
+from .checks import check_device, check_input_file, check_output_path, check_seed
 from .generate import DTYPES
 from .presets import PRESETS
 from .sampling import PAPER_SAMPLING, SAMPLERS, SamplingSettings
@@ -63,6 +63,7 @@ def _eval(args: argparse.Namespace) -> int:
     output = Path(args.output or ("table3" if args.table3 else "eval")).expanduser()
     if output.exists() and not output.is_dir():
         raise ValueError(f"-o {str(output)!r} is a file; give a folder")
+    check_output_path(output / f"{'table3' if args.table3 else 'scores'}.json", formats=(".json",), what="-o")
     if args.table3:
         if args.generated is not None:
             raise ValueError(f"--table3 generates its own audio: leave out the folder {args.generated!r}")
