@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from ._fs import atomic_write_path
 from .audio import SAMPLE_RATE, load_audio
 from .lufs_curve import LufsCurve
 from .metrics import av_align, frechet_distance, kl_divergence, lufs_tracking, stereo_placement
+
+if TYPE_CHECKING:
+    from ..train.data.manifest import Clip
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ METRICS = {
 }
 
 
-def load_clips(manifest: str | os.PathLike, *, split: str = "test", limit: int | None = None) -> list:
+def load_clips(manifest: str | os.PathLike, *, split: str = "test", limit: int | None = None) -> list[Clip]:
     """The clips of one split of a manifest (the training format: id, video, audio, caption, split), in order.
 
     Args:
@@ -66,7 +70,7 @@ def load_clips(manifest: str | os.PathLike, *, split: str = "test", limit: int |
     return [c for c in clips if c.split == split][:limit]
 
 
-def reference_audio(clip, num_samples: int | None = None) -> torch.Tensor:
+def reference_audio(clip: Clip, num_samples: int | None = None) -> torch.Tensor:
     """A clip's reference audio [2, samples] at 44.1 kHz (its `audio` file, else the video's own track), cut to
     `num_samples` when longer."""
     audio = load_audio(clip.audio if clip.audio is not None else clip.video)
@@ -169,7 +173,7 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(kept)) if kept else math.nan
 
 
-def find_generated(folder: str | os.PathLike, clips: Sequence) -> tuple[dict[str, Path], list[str]]:
+def find_generated(folder: str | os.PathLike, clips: Sequence[Clip]) -> tuple[dict[str, Path], list[str]]:
     """Match the audio files in `folder` to clips by name (`<id>.wav` or `<id>.flac`).
 
     Returns:
@@ -198,7 +202,7 @@ def find_generated(folder: str | os.PathLike, clips: Sequence) -> tuple[dict[str
     return found, [c.id for c in clips if c.id not in found]
 
 
-def score_folder(folder: str | os.PathLike, clips: Sequence, *, embedder, kl_embedder=None,
+def score_folder(folder: str | os.PathLike, clips: Sequence[Clip], *, embedder, kl_embedder=None,
                  requested: Callable[[str], LufsCurve | None] | None = None,
                  progress: Callable[[int], None] | None = None) -> dict:
     """Score the generated audio files in `folder` (named `<clip id>.wav` / `.flac`) against `clips`.

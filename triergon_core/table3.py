@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._fs import atomic_write_path
 from .audio import write_audio
@@ -28,6 +29,9 @@ from .evaluation import METRICS, format_cell, reference_audio, score_folder
 from .generate import fit_lufs, generate, prepare_conditions, resolve_seconds
 from .lufs_curve import LufsCurve
 from .model import TriErgon
+
+if TYPE_CHECKING:
+    from ..train.data.manifest import Clip
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ ROWS = tuple(Table3Row(text=text, audio=audio, lufs=lufs) for lufs in LUFS_SOURC
              for text, audio in ((False, False), (True, False), (False, True), (True, True)))
 
 
-def run_table3(model: TriErgon, clips: Sequence, *, output: str | os.PathLike, features, predictor, embedder,
+def run_table3(model: TriErgon, clips: Sequence[Clip], *, output: str | os.PathLike, features, predictor, embedder,
                kl_embedder=None, encoders=None, steps: int, cfg_scale: float, sampler: str,
                seconds: float | None = None, seed: int = 0, dtype: str | None = None, settings: dict | None = None,
                progress: Callable[[], None] | None = None) -> dict:
@@ -85,16 +89,12 @@ def run_table3(model: TriErgon, clips: Sequence, *, output: str | os.PathLike, f
     rate = model.config.sequence.sample_rate
     for index, clip in enumerate(clips):
         todo = [row for row in ROWS if not _audio_path(output, row, clip.id).is_file()]
-        if not todo:
-            for _ in ROWS:
-                if progress:
-                    progress()
-            continue
-        length = resolve_seconds(model.config, seconds, clip.video)
-        curves = _curves(output, clip, length, features=features, predictor=predictor)
-        full = prepare_conditions(model, seconds=length, text=clip.caption, video=clip.video, encoders=encoders,
-                                  audio=reference_audio(clip, round(length * rate)) if any(r.audio for r in todo)
-                                  else None)
+        if todo:  # every input is encoded once per clip; each row leaves some of them out
+            length = resolve_seconds(model.config, seconds, clip.video)
+            curves = _curves(output, clip, length, features=features, predictor=predictor)
+            reference = reference_audio(clip, round(length * rate)) if any(r.audio for r in todo) else None
+            full = prepare_conditions(model, seconds=length, text=clip.caption, audio=reference, video=clip.video,
+                                      encoders=encoders)
         for row in ROWS:
             if row in todo:
                 lufs = fit_lufs(model.config, curves[row.lufs], length, "pad_or_trim").to(full.seconds_total.device)
@@ -122,7 +122,7 @@ def _curve_path(output: Path, clip_id: str, source: str) -> Path:
     return output / "curves" / f"{clip_id}.{source}.json"
 
 
-def _curves(output: Path, clip, seconds: float, *, features, predictor) -> dict[str, LufsCurve]:
+def _curves(output: Path, clip: Clip, seconds: float, *, features, predictor) -> dict[str, LufsCurve]:
     """The clip's predicted and measured curves, from `curves/` when an earlier run wrote them."""
     from .lufs_predictor import predict_lufs
 
