@@ -239,8 +239,9 @@ def score_folder(folder: str | os.PathLike, clips: Sequence[Clip], *, embedder, 
 def format_markdown(report: dict, *, title: str) -> str:
     """Scoring results as Markdown: the means, then one row per clip."""
     mean = report["mean"]
-    lines = [f"# {title}", "", f"{report['num_clips']} clips" + (f"; {len(report['missing'])} without a "
-             "generated file" if report["missing"] else "") + ".", "",
+    missing = f"; {len(report['missing'])} without a generated file" if report["missing"] else ""
+    embedder = f" FD and KL: {report['embedder']}." if "embedder" in report else ""
+    lines = [f"# {title}", "", f"{report['num_clips']} clips{missing}.{embedder}", "",
              "| " + " | ".join(heading + (" ↑" if up else " ↓") for heading, up in METRICS.values()) + " |",
              "|" + " --- |" * len(METRICS),
              "| " + " | ".join(format_cell(mean[name]) for name in METRICS) + " |", "",
