@@ -149,6 +149,8 @@ def test_loaders_refuse_wrong_files_in_one_line(tmp_path):
         assert "\n" not in str(err.value) and str(path) in str(err.value), str(err.value)
     with pytest.raises(ValueError, match="mel128 or mel256"):
         load_embedder("openl3", tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="needs your weights file"):
+        load_embedder("passt")
     with pytest.raises(ValueError, match="unknown embedder 'vggish'"):
         load_embedder("vggish", tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"\[clips, channels, samples\]"):

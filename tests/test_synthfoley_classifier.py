@@ -50,7 +50,9 @@ def test_tiny_training_separates_two_kinds(tmp_path):
 
 def test_training_is_deterministic_from_the_seed():
     clips = _clips(TINY.kinds, range(3))
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
     a, b, c = (train_classifier(clips, config=TINY, steps=5, batch_size=4, seed=s) for s in (1, 1, 2))
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads  # the caller's, kept
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
     assert not torch.equal(a.head.weight, c.head.weight)

@@ -1,8 +1,9 @@
 """Audio embedders for the distribution metrics: one interface for the SynthFoley classifier trained here and
 for OpenL3 and PaSST built from a user's weights file (the paper's FD_openl3 and KL_passt).
 
-Every embedder takes a batch `[B, C, N]` at any rate, mixes it to mono (the channel mean), resamples it with
-`resample_sinc` (plain PyTorch, so embeddings do not depend on whether torchaudio is installed) and returns
+Every embedder takes a batch `[B, C, N]` at any rate, mixes it to mono (the channel mean; OpenL3 can also embed
+L and R apart), resamples it with `resample_sinc` (plain PyTorch, so embeddings do not depend on whether
+torchaudio is installed) and returns
 `(embeddings [B, D], probabilities [B, K] or None)`: a clip-level embedding for `metrics.frechet_distance` and,
 for classifiers, per-class probabilities for `metrics.kl_divergence`.
 """
@@ -145,9 +146,12 @@ def load_embedder(kind: str, path: str | os.PathLike | None = None, **options) -
         options: passed to the kind's loader (e.g. OpenL3's `embedding_size`, PaSST's `activation`).
 
     Raises:
-        ValueError: an unknown kind, or a file that does not fit (a one-line message naming the file).
+        ValueError: an unknown kind, no path for OpenL3 / PaSST, or a file that does not fit (a CheckpointError: one
+            line naming the file).
     """
     if kind not in EMBEDDERS:
         raise ValueError(f"unknown embedder {kind!r}; choose from {', '.join(EMBEDDERS)}")
+    if path is None and kind != "synthfoley":
+        raise ValueError(f"the {kind} embedder needs your weights file (nothing is downloaded); pass its path")
     module, loader = EMBEDDERS[kind]
     return getattr(importlib.import_module(module, __package__), loader)(path, **options)

@@ -165,14 +165,17 @@ def train_classifier(
     config = config or ClassifierConfig()
     if not clips:
         raise ValueError("train_classifier needs at least one clip")
+    if steps < 1 or batch_size < 1 or threads < 1:
+        raise ValueError(f"steps, batch_size and threads must be at least 1, got {steps}, {batch_size}, {threads}")
     unknown = sorted({k for c in clips for k in c.kinds} - set(config.kinds))
     if unknown:
         raise ValueError(f"clips hold kinds {unknown} that the classifier does not have ({', '.join(config.kinds)})")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = _train(clips, config, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
-                       crop_seconds=crop_seconds, gain_db=gain_db)
+        with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
+            model = _train(clips, config, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+                           crop_seconds=crop_seconds, gain_db=gain_db)
     finally:
         torch.set_num_threads(previous_threads)
     if out_path is not None:
