@@ -148,6 +148,10 @@ def test_table3_rows_get_their_conditions_and_resume(manifest, dinov2_dir, tlufs
     table3.run_table3(model, load_clips(manifest), **run)
     assert [seed for _, seed in calls] == [12] * 8
     assert len(list((tmp_path / "audio").glob("*/*.wav"))) == 24
+    # --seconds longer than a clip generates the clip whole
+    calls.clear()
+    table3.run_table3(model, clips[:1], **{**run, "output": tmp_path / "long", "seconds": 5.0})
+    assert {float(c.seconds_total[0]) for c, _ in calls} == {probe_video(clips[0].video).duration}
 
 
 @pytest.mark.parametrize(("args", "message"), [

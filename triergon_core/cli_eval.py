@@ -176,7 +176,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     t3.add_argument("--cfg-scale", type=float, default=PAPER_SAMPLING.cfg_scale,
                     help=f"classifier-free guidance scale (default {PAPER_SAMPLING.cfg_scale:g})")
     t3.add_argument("--sampler", choices=list(SAMPLERS), default=PAPER_SAMPLING.sampler)
-    t3.add_argument("--seconds", type=float, help="generate the first SECONDS of each clip (default: whole clips)")
+    t3.add_argument("--seconds", type=float, help="generate the first SECONDS of each clip (shorter clips whole; "
+                    "default: whole clips)")
     t3.add_argument("--seed", type=int, default=0, help="clip i of the split uses seed + i in every row (default 0)")
     t3.add_argument("--dtype", choices=DTYPES, help="run the DiT under autocast to this dtype")
     ev.set_defaults(func=_eval)

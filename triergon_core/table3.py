@@ -29,6 +29,7 @@ from .evaluation import METRICS, format_cell, reference_audio, score_folder
 from .generate import fit_lufs, generate, prepare_conditions, resolve_seconds
 from .lufs_curve import LufsCurve
 from .model import TriErgon
+from .video import probe_video
 
 if TYPE_CHECKING:
     from ..train.data.manifest import Clip
@@ -73,7 +74,8 @@ def run_table3(model: TriErgon, clips: Sequence[Clip], *, output: str | os.PathL
         embedder, kl_embedder: the audio embedders for FD and KL (see `evaluation.score_folder`).
         encoders: condition encoders (default: the preset's own).
         steps, cfg_scale, sampler, dtype: sampling settings (see `generate`).
-        seconds: generate this many seconds of each clip (its video's and audio's start); None: each whole clip.
+        seconds: generate the first `seconds` of each clip (its video's and audio's start; a shorter clip whole);
+            None: each whole clip.
         seed: clip i of the split is generated with seed + i in every row.
         settings: what else identifies the generated audio (e.g. the checkpoint); stored with the sampling
             settings in `run.json`, and a later run in the same folder must have the same ones.
@@ -90,7 +92,8 @@ def run_table3(model: TriErgon, clips: Sequence[Clip], *, output: str | os.PathL
     for index, clip in enumerate(clips):
         todo = [row for row in ROWS if not _audio_path(output, row, clip.id).is_file()]
         if todo:  # every input is encoded once per clip; each row leaves some of them out
-            length = resolve_seconds(model.config, seconds, clip.video)
+            shorter = None if seconds is None else min(seconds, probe_video(clip.video).duration)  # a short clip whole
+            length = resolve_seconds(model.config, shorter, clip.video)
             curves = _curves(output, clip, length, features=features, predictor=predictor)
             reference = reference_audio(clip, round(length * rate)) if any(r.audio for r in todo) else None
             full = prepare_conditions(model, seconds=length, text=clip.caption, audio=reference, video=clip.video,
