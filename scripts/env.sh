@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the project's virtual environment and install Tri-Ergon into it, editable, with the dev and train
-# extras, transformers 5.x and the test oracle (LanguageBind's 0.1.0 package, installed with --no-deps: its
+# Create (or reuse) the project's virtual environment and install Tri-Ergon into it, editable, with the dev, train
+# and eval extras, transformers 5.x and the test oracle (LanguageBind's 0.1.0 package, installed with --no-deps: its
 # metadata pins transformers<5 and it is never a dependency of Tri-Ergon). Sourced by scripts/demo.sh and
 # scripts/test.sh. Re-installs only when pyproject.toml, requirements.txt or this script change.
 #   TRIERGON_VENV  where the environment lives (default: .venv in the repository)
@@ -23,7 +23,7 @@ triergon_env() {
     echo "[triergon] installing into $venv: the package, its dependencies, $transformers (first run: a few minutes)" >&2
     rm -f "$stamp"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$TRIERGON_ROOT[dev,train]" "$transformers"
+    "$venv/bin/python" -m pip install --quiet -e "$TRIERGON_ROOT[dev,train,eval]" "$transformers"
     # The test oracle without its dependencies: its model classes import transformers, torch, einops and peft;
     # pip's warning about its transformers<5 pin (not honoured with --no-deps) is expected and filtered out.
     local log="$venv/.triergon-oracle.log"

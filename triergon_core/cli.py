@@ -1,4 +1,4 @@
-"""The `triergon` command line: generate, presets, convert."""
+"""The `triergon` command line: generate, presets, convert (lufs, bench, train, synth and eval in cli_*.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from .checkpoint import CheckpointError, checkpoint_config_of, load_checkpoint
 from .checks import check_device, check_input_file, check_output_path, check_seed
 from .cli_bench import add_bench_parser
+from .cli_eval import add_eval_parser
 from .cli_lufs import add_lufs_parser
 from .cli_synth import add_synth_parser
 from .cli_train import add_train_parser
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_train_parser(sub)
     add_synth_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

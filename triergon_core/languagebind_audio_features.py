@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kaldi_fbank", "resample_sinc"]
+__all__ = ["kaldi_fbank", "mel_banks", "resample_sinc"]
 
 _EPSILON = torch.finfo(torch.float32).eps  # Kaldi's log floor, as torchaudio's EPSILON
 
@@ -50,12 +50,17 @@ def resample_sinc(wave: torch.Tensor, orig_freq: int, new_freq: int, *, lowpass_
     return out[..., :target].reshape(*shape[:-1], -1)
 
 
-def _mel_banks(num_bins: int, padded: int, sample_freq: float, low_freq: float = 20.0) -> torch.Tensor:
-    """Kaldi's triangular mel filters `[num_bins, padded // 2 + 1]` (the last FFT bin gets none)."""
+def mel_banks(num_bins: int, padded: int, sample_freq: float, low_freq: float = 20.0,
+              high_freq: float | None = None) -> torch.Tensor:
+    """Kaldi's triangular mel filters `[num_bins, padded // 2 + 1]` from `low_freq` to `high_freq` Hz (None:
+    Nyquist), without VTLN warping (`torchaudio.compliance.kaldi.get_mel_banks`); the last FFT bin gets none."""
     if num_bins <= 3:
         raise ValueError(f"Kaldi's filter bank needs more than 3 mel bins, got {num_bins}")
-    nyquist = 0.5 * sample_freq
-    mel_low, mel_high = 1127.0 * math.log(1.0 + low_freq / 700.0), 1127.0 * math.log(1.0 + nyquist / 700.0)
+    high = 0.5 * sample_freq if high_freq is None else high_freq
+    if not 0.0 <= low_freq < high <= 0.5 * sample_freq:
+        raise ValueError(f"mel banks need 0 <= low_freq < high_freq <= Nyquist, got {low_freq} and {high} Hz at "
+                         f"{sample_freq} Hz")
+    mel_low, mel_high = 1127.0 * math.log(1.0 + low_freq / 700.0), 1127.0 * math.log(1.0 + high / 700.0)
     delta = (mel_high - mel_low) / (num_bins + 1)
     b = torch.arange(num_bins).unsqueeze(1)
     left, center, right = (mel_low + (b + k) * delta for k in (0.0, 1.0, 2.0))
@@ -80,6 +85,6 @@ def kaldi_fbank(wave: torch.Tensor, *, sample_frequency: float, num_mel_bins: in
     frames = frames * torch.hann_window(size, periodic=False, dtype=x.dtype, device=x.device)[None]
     frames = F.pad(frames, (0, padded - size))
     power = torch.fft.rfft(frames).abs().pow(2.0)
-    banks = _mel_banks(num_mel_bins, padded, sample_frequency).to(device=x.device, dtype=x.dtype)
+    banks = mel_banks(num_mel_bins, padded, sample_frequency).to(device=x.device, dtype=x.dtype)
     eps = torch.tensor(_EPSILON, device=x.device, dtype=x.dtype)
     return torch.max(power @ banks.T, eps).log()
