@@ -204,7 +204,8 @@ def av_align(frames: np.ndarray | torch.Tensor, fps: float | int | str | Fractio
 
 def av_align_file(video: str | os.PathLike, audio: str | os.PathLike | None = None) -> float:
     """`av_align` of a video file, every frame at its average frame rate, with its own audio track or the audio
-    file `audio`."""
+    file `audio` (decoded with PyAV and brought to 22.05 kHz by `audio.load_audio`'s resampler, where the reference
+    uses `librosa.load`)."""
     info = probe_video(video)
     frames = read_frames(video, fps=info.fps).frames
     sound = load_audio(video if audio is None else audio, target_rate=ONSET_RATE)
