@@ -55,7 +55,8 @@ def with_lufs_frame_aligned(model: TriErgon, *, seed: int = 0) -> TriErgon:
 
     config = model.config.with_lufs_frame_aligned()
     state = model.state_dict()
-    added = {k for k in build_model(config, device="meta").state_dict() if k not in state}
+    with torch.device("meta"):
+        added = {f"dit.{k}" for k in DiT(config=config.dit).state_dict()} - set(state)
     new, _ = assemble_model(config, state, allowed_missing=added, seed=seed, what=f"model {config.name!r}")
     return new
 
