@@ -197,8 +197,9 @@ def test_cfg_unconditional_half_sees_zeros_and_guidance_is_the_two_halves():
         for cache in (False, True):
             seen.clear()
             guided = GuidedDenoiser(model.dit, e, g, cfg_scale=7.0, frame_cond=frames, cache_conditioning=cache)(z, t)
-            (inputs,) = seen[-1:]
-            assert inputs.shape[0] == 2 and torch.equal(inputs[0], frames[0].T)
+            (inputs,) = seen[-1:]  # prepared: the whole window once; else the step's 45 frames
+            assert inputs.shape[:2] == (2, 1292 if cache else 45)
+            assert torch.equal(inputs[0], frames[0, :, :inputs.shape[1]].T)
             assert torch.count_nonzero(inputs[1]) == 0
             assert max_rel_err(guided, uncond + (ref - uncond) * 7.0) <= FP32_TOL, cache
 

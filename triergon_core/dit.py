@@ -328,7 +328,7 @@ class DiT(nn.Module):
         if prepared is None:
             assert context is not None and global_cond is not None, "give context and global_cond, or prepared"
             global_embed = self.to_global_embed(global_cond)
-            frame_embed = self._embed_frames(frame_cond, x.shape[0])
+            frame_embed = self._embed_frames(frame_cond, x.shape[0], x.shape[-1])
         else:
             assert context is None and global_cond is None and context_mask is None and frame_cond is None, \
                 "prepared replaces them"
@@ -369,13 +369,17 @@ class DiT(nn.Module):
         return PreparedConditioning(global_embed=self.to_global_embed(global_cond), cross=cross, batch_size=batch,
                                     frame_embed=self._embed_frames(frame_cond, batch))
 
-    def _embed_frames(self, frame_cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """[B, frame_cond_dim, frames] -> [B, frames, embed_dim], or None without a frame-aligned condition."""
+    def _embed_frames(self, frame_cond: torch.Tensor | None, batch: int,
+                      frames: int | None = None) -> torch.Tensor | None:
+        """[B, frame_cond_dim, >= frames] -> [B, frames (default: all), embed_dim], or None without one."""
         if frame_cond is None:
             return None
         assert self.to_frame_embed is not None, "this DiT takes no frame-aligned condition (config.frame_cond_dim 0)"
         assert frame_cond.dim() == 3 and frame_cond.shape[:2] == (batch, self.config.frame_cond_dim), \
             f"{frame_cond.shape=} {batch=} {self.config.frame_cond_dim=}"
+        if frames is not None:
+            assert frame_cond.shape[-1] >= frames, f"{frame_cond.shape=} {frames=}"
+            frame_cond = frame_cond[..., :frames]
         return self.to_frame_embed(rearrange(frame_cond, "b c n -> b n c"))
 
     def _zero_context_is_zero(self) -> bool:
