@@ -66,10 +66,10 @@ def step_times(preset: str, seconds: float, *, rounds: int = 10, device: str = D
     clock = time.process_time if cpu_time else time.perf_counter
     model = build_model(preset, device=device, seed=0)
     conditions = triergon.prepare_conditions(model, seconds=seconds)
-    context, global_cond = model.conditioner(conditions)
+    context, global_cond, frame_cond = model.conditioner(conditions)
     z = torch.randn(1, model.config.dit.io_channels, model.config.sequence.latent_frames(seconds), device=device)
     t = torch.full((1,), 0.5, device=device)
-    denoisers = {name: GuidedDenoiser(model.dit, context, global_cond, cfg_scale=7.0,
+    denoisers = {name: GuidedDenoiser(model.dit, context, global_cond, cfg_scale=7.0, frame_cond=frame_cond,
                                       cache_conditioning=name == "cached") for name in ("reference", "cached")}
     times: dict[str, list[float]] = {name: [] for name in denoisers}
     for i in range(rounds + 2):  # two warm-up rounds

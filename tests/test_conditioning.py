@@ -67,7 +67,7 @@ def test_modality_tokens_for_every_combination(m):
     for combo_index, (text, audio, video) in enumerate(COMBINATIONS):
         cond = make_conditions(b, m, d, text=text, audio=audio, video=video, seed=combo_index)
         with torch.no_grad():
-            e, g = cond_model(cond)
+            e, g, _ = cond_model(cond)
         assert e.shape == (b, 8 * m, d) and g.shape == (b, 2 * d)
         parts = blocks(e, m)
         tid = task_ids({"text": text, "audio": audio, "video": video})
@@ -95,8 +95,8 @@ def test_tiny_preset_conditioner():
     assert conditioner.max_lufs_frames == 360 and conditioner.config.embed_dim == 64
     cond = make_conditions(2, 1, 64, audio=False, lufs=torch.rand(2, 2, 360))
     with torch.no_grad():
-        e, g = conditioner(cond)
-    assert e.shape == (2, 8, 64) and g.shape == (2, 128)
+        e, g, frames = conditioner(cond)
+    assert e.shape == (2, 8, 64) and g.shape == (2, 128) and frames is None  # no frame-aligned path in the preset
     assert torch.equal(e[:, 0], conditioner.task_embedding.weight[5].detach().expand(2, 64))
 
 
@@ -132,7 +132,7 @@ def test_lufs_tokens_match_numpy_interpolation(m):
 
     cond = make_conditions(1, m, d, lufs=lufs)
     with torch.no_grad():
-        e, _ = cond_model(cond)
+        e, _, _ = cond_model(cond)
     parts = blocks(e, m)
     want_left = reference_lufs_tokens(lufs[0, 0].double().numpy(), 360, m, d)
     want_right = reference_lufs_tokens(lufs[0, 1].double().numpy(), 360, m, d)
@@ -153,7 +153,7 @@ def test_lufs_left_and_right_blocks():
     lufs[0, 0] = 1.0  # item 0: left only
     lufs[1, 1] = 0.5  # item 1: right only
     with torch.no_grad():
-        e, _ = cond_model(make_conditions(2, m, d, lufs=lufs))
+        e, _, _ = cond_model(make_conditions(2, m, d, lufs=lufs))
     parts = blocks(e, m)
     assert torch.allclose(parts["lufs_left"][0], torch.ones(m, d)) and torch.count_nonzero(parts["lufs_right"][0]) == 0
     assert torch.count_nonzero(parts["lufs_left"][1]) == 0 and torch.allclose(parts["lufs_right"][1],
@@ -189,7 +189,7 @@ def test_timing_tokens_and_global_conditioning(m):
     cond_model = make_conditioner(d=d, m=m)
     cond = make_conditions(b, m, d)
     with torch.no_grad():
-        e, g = cond_model(cond)
+        e, g, _ = cond_model(cond)
         start = cond_model.seconds_start(cond.seconds_start)
         total = cond_model.seconds_total(cond.seconds_total)
     assert start.shape == (b, 1, d) and total.shape == (b, 1, d)
@@ -225,7 +225,8 @@ def test_timing_values_differ_and_clamp():
 
 def run_dropout(cond_model: Conditioner, cond: Conditions, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        return cond_model(cond, dropout=True, generator=torch.Generator().manual_seed(seed))
+        e, g, _ = cond_model(cond, dropout=True, generator=torch.Generator().manual_seed(seed))
+    return e, g
 
 
 def test_dropout_statistics():
@@ -234,7 +235,7 @@ def test_dropout_statistics():
     cond = make_conditions(b, m, d)
     e, g = run_dropout(cond_model, cond, seed=1234)
     with torch.no_grad():
-        e_plain, g_ref = cond_model(cond)
+        e_plain, g_ref, _ = cond_model(cond)
     assert e.shape == (b, 8 * m, d)
 
     # Global conditioning is never dropped.
@@ -298,8 +299,8 @@ def test_no_dropout_never_drops():
     cond_model = make_conditioner(d=d, m=m)
     cond = make_conditions(b, m, d, lufs=torch.rand(b, 2, 30))
     with torch.no_grad():
-        e, g = cond_model(cond, dropout=False, generator=torch.Generator().manual_seed(0))
-        e_default, g_default = cond_model(cond)
+        e, g, _ = cond_model(cond, dropout=False, generator=torch.Generator().manual_seed(0))
+        e_default, g_default, _ = cond_model(cond)
     assert torch.equal(e, e_default) and torch.equal(g, g_default)
     parts = blocks(e, m)
     for name in MODALITIES:
@@ -354,5 +355,5 @@ def test_conditions_without_and_present():
     assert no_lufs.lufs is None and no_lufs.text is cond.text
     cond_model = make_conditioner(d=4)
     with torch.no_grad():
-        e, _ = cond_model(no_text_video)
+        e, _, _ = cond_model(no_text_video)
     assert torch.equal(e[:, 0], cond_model.task_embedding.weight[2].detach().expand(2, 4))

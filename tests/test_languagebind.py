@@ -453,7 +453,7 @@ def test_plugs_into_prepare_conditions(enc, clips):
     for name in ("text", "audio", "video"):
         assert getattr(cond, name).shape == (1, 1, D)
     torch.testing.assert_close(cond.video, enc.encode_video(clips["video"][:1]))
-    context, global_cond = model.conditioner(cond)
+    context, global_cond, _ = model.conditioner(cond)
     assert torch.isfinite(context).all() and torch.isfinite(global_cond).all()
 
 

@@ -70,10 +70,13 @@ class ModelSection:
     """Args:
         preset: Tri-Ergon preset (dit, vae) or T_LUFS preset (lufs).
         init: a Tri-Ergon checkpoint to start from (e.g. converted SAO); its VAE is the frozen VAE of the DiT.
+        lufs_frame_aligned: DiT runs: add the frame-aligned LUFS path (beyond the paper) to the preset's or the
+            init checkpoint's model when it lacks it; zero-initialised, so training starts from the same outputs.
     """
 
     preset: str = "tiny"
     init: str = ""
+    lufs_frame_aligned: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

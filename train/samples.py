@@ -128,8 +128,8 @@ def generate_latents(denoiser: torch.nn.Module, item: dict[str, Any], *, steps: 
     from seeded noise, with the paper's sampler."""
     from ..triergon_core.sampling import GuidedDenoiser, sample
 
-    context, global_cond = denoiser.conditioner(conditions(item), dropout=False)
-    guided = GuidedDenoiser(denoiser.dit, context, global_cond, cfg_scale=cfg_scale)
+    context, global_cond, frame_cond = denoiser.conditioner(conditions(item), dropout=False)
+    guided = GuidedDenoiser(denoiser.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond)
     shape = item["latents"].shape
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(item["latents"].device)
     return sample(guided, noise, steps=steps)

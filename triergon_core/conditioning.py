@@ -6,6 +6,8 @@
   interpolated to M x D each (2M tokens).
 - E_T: seconds_start and seconds_total through learned Fourier-feature number embedders (0-512 s, as SAO),
   each repeated M times (2M tokens); the two embeddings concatenated are the global conditioning.
+- Beyond the paper, with `lufs_frame_aligned` (off in its presets): the same curves at the latent frame rate
+  (`lufs_at_latent_rate`), which the DiT adds to its input projection, dropped with E for CFG.
 
 `Conditions` holds the inputs and is built once per generation; `Conditioner` turns it into tensors.
 """
@@ -109,12 +111,14 @@ class NumberConditioner(nn.Module):
 
 
 class Conditioner(nn.Module):
-    """Builds E [B, 8M, D] and the global conditioning [B, 2D] from `Conditions`."""
+    """Builds E [B, 8M, D], the global conditioning [B, 2D] and the frame-aligned curves from `Conditions`."""
 
     def __init__(self, *, config: ConditioningConfig, sequence: SequenceConfig) -> None:
         super().__init__()
         self.config = config
         self.max_lufs_frames = sequence.max_lufs_frames
+        self.max_latent_frames = sequence.max_latent_frames
+        self.lufs_rate, self.latent_rate = sequence.lufs_rate, sequence.latent_rate
         self.task_embedding = nn.Embedding(config.num_tasks, config.embed_dim)
         self.seconds_start = NumberConditioner(dim=config.embed_dim, max_val=config.timing_max_seconds)
         self.seconds_total = NumberConditioner(dim=config.embed_dim, max_val=config.timing_max_seconds)
@@ -123,14 +127,16 @@ class Conditioner(nn.Module):
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
-    def forward(self, cond: Conditions, *, dropout: bool = False,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (E [B, 8M, D], global conditioning [B, 2D]).
+    def forward(self, cond: Conditions, *, dropout: bool = False, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns (E [B, 8M, D], global conditioning [B, 2D], frame-aligned curves [B, 2, max latent frames]
+        or None when `lufs_frame_aligned` is off).
 
         Args:
             cond: the conditions.
             dropout: training-mode dropout: each of text / audio / video dropped with p = modality_dropout
-                (the task id follows), then the whole E zeroed with p = cfg_dropout.
+                (the task id follows), then the whole E zeroed with p = cfg_dropout, and the frame-aligned
+                curves with it (the unconditional model sees no curve on either path).
             generator: seeds the dropout draws.
         """
         b, m, d = cond.batch_size, self.config.tokens_per_embedding, self.config.embed_dim
@@ -153,9 +159,12 @@ class Conditioner(nn.Module):
         start, total = self.seconds_start(cond.seconds_start.to(dev)), self.seconds_total(cond.seconds_total.to(dev))
         tokens += [start.expand(b, m, d), total.expand(b, m, d)]
         e = torch.cat(tokens, dim=1)
+        frames = self.aligned_lufs(cond.lufs, b).to(dtype) if self.config.lufs_frame_aligned else None
         if dropout:
-            e = e * _bernoulli(b, 1 - self.config.cfg_dropout, generator, dev)[:, None, None]
-        return e, torch.cat([start[:, 0], total[:, 0]], dim=-1)
+            keep_all = _bernoulli(b, 1 - self.config.cfg_dropout, generator, dev)[:, None, None]
+            e = e * keep_all
+            frames = None if frames is None else frames * keep_all
+        return e, torch.cat([start[:, 0], total[:, 0]], dim=-1), frames
 
     def lufs_tokens(self, lufs: torch.Tensor | None, batch: int) -> torch.Tensor:
         """E_L: [B, 2, frames] normalised curves -> [B, 2M, D] (left M tokens, then right M tokens)."""
@@ -166,15 +175,58 @@ class Conditioner(nn.Module):
         assert lufs.dim() == 3 and lufs.shape[:2] == (batch, 2), f"{lufs.shape=} {batch=}"
         return lufs_embedding(lufs.float().to(dev), max_frames=self.max_lufs_frames, tokens=m, dim=d)
 
+    def aligned_lufs(self, lufs: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The frame-aligned path: [B, 2, frames] normalised curves -> [B, 2, max latent frames] float32 (zeros
+        without a curve, as E_L)."""
+        dev = self.task_embedding.weight.device
+        if lufs is None:
+            return torch.zeros(batch, 2, self.max_latent_frames, device=dev)
+        assert lufs.dim() == 3 and lufs.shape[:2] == (batch, 2), f"{lufs.shape=} {batch=}"
+        return lufs_at_latent_rate(lufs.float().to(dev), max_frames=self.max_lufs_frames, lufs_rate=self.lufs_rate,
+                                   latent_rate=self.latent_rate, latent_frames=self.max_latent_frames)
+
 
 def lufs_embedding(curves: torch.Tensor, *, max_frames: int, tokens: int, dim: int) -> torch.Tensor:
     """E_L of normalised curves [B, 2, frames]: each zero-padded to `max_frames` and linearly interpolated
     (align_corners=True) to tokens * dim values -> [B, 2 * tokens, dim], left tokens first."""
     frames = curves.shape[-1]
-    if frames > max_frames:
-        raise ValueError(f"LUFS curve has {frames} frames, more than the maximum {max_frames} of the preset's window")
+    _check_frames(frames, max_frames)
     padded = F.pad(curves, (0, max_frames - frames))
     return F.interpolate(padded, size=tokens * dim, mode="linear", align_corners=True).reshape(-1, 2 * tokens, dim)
+
+
+def lufs_at_latent_rate(curves: torch.Tensor, *, max_frames: int, lufs_rate: float, latent_rate: float,
+                        latent_frames: int) -> torch.Tensor:
+    """Normalised curves [B, 2, frames] at `lufs_rate` -> [B, 2, latent_frames] at `latent_rate`.
+
+    Frames sit at their centres: curve frame k measures [k, k + 1) / lufs_rate s (`momentary_lufs`'s windows)
+    and stands at (k + 0.5) / lufs_rate; latent frame i covers [i, i + 1) / latent_rate and stands at
+    (i + 0.5) / latent_rate. A latent frame takes the curve linearly interpolated at its centre, the first and
+    last values held out to the curve's edges (0 and frames / lufs_rate s); latent frames whose centre lies past
+    the curve's end are zero, as E_L zero-pads the curve to `max_frames`.
+
+    Args:
+        curves: normalised curves [B, 2, frames], at most `max_frames` frames.
+        max_frames: the preset's maximum curve frames (the same limit as E_L's).
+        lufs_rate, latent_rate: frames per second of the curve and of the latents.
+        latent_frames: output frames (the preset's maximum latent frames; the DiT takes the first ones).
+    """
+    frames = curves.shape[-1]
+    _check_frames(frames, max_frames)
+    if frames < 1:
+        raise ValueError("LUFS curve has no frames; give at least one")
+    centres = (torch.arange(latent_frames, dtype=torch.float64, device=curves.device) + 0.5) / latent_rate
+    pos = (centres * lufs_rate - 0.5).clamp(0, frames - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=frames - 1)
+    w = (pos - lo).to(curves.dtype)
+    inside = (centres < frames / lufs_rate).to(curves.dtype)
+    return (curves[..., lo] * (1 - w) + curves[..., hi] * w) * inside
+
+
+def _check_frames(frames: int, max_frames: int) -> None:
+    if frames > max_frames:
+        raise ValueError(f"LUFS curve has {frames} frames, more than the maximum {max_frames} of the preset's window")
 
 
 def _bernoulli(n: int, p_keep: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

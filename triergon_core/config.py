@@ -62,7 +62,11 @@ class VAEConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DiTConfig:
-    """Stable-Audio-style diffusion transformer sizes (cross-attention in every block)."""
+    """Stable-Audio-style diffusion transformer sizes (cross-attention in every block).
+
+    `frame_cond_dim` is the channel count of a frame-aligned condition [B, frame_cond_dim, frames] projected
+    and added to the input projection (SAO's `input_concat_dim`, see `DiT`); 0: none, SAO's DiT as is.
+    """
 
     io_channels: int = 64
     embed_dim: int = 1536
@@ -72,12 +76,15 @@ class DiTConfig:
     global_cond_dim: int = 1536
     ff_mult: int = 4
     project_cond_tokens: bool = False
+    frame_cond_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim must split into heads: {self.embed_dim=} {self.num_heads=}")
         if self.head_dim < 32:
             raise ValueError(f"head_dim below 32 breaks the rotary layout of SAO: {self.head_dim=}")
+        if self.frame_cond_dim < 0:
+            raise ValueError(f"frame_cond_dim must be 0 (none) or a channel count, got {self.frame_cond_dim}")
 
     @property
     def head_dim(self) -> int:
@@ -91,6 +98,9 @@ class ConditioningConfig:
     `tokens_per_embedding` is M: e_task, e_L, e_A and e_V are each M x `embed_dim`, E_L and E_T are 2M each.
     `encoder` names the condition encoders: "languagebind" (towers from a local folder) or "tiny-random"
     (LanguageBind's towers at tiny size with seeded random weights, built in memory: the tiny preset's).
+    `lufs_frame_aligned` (beyond the paper, off in its presets) also gives the DiT the L/R curves resampled
+    to the latent frame rate, added to its input projection (`lufs_at_latent_rate`); `DiTConfig.frame_cond_dim`
+    must then be `frame_cond_dim` (2), and `ModelConfig.with_lufs_frame_aligned` sets both.
     """
 
     embed_dim: int = 768
@@ -101,6 +111,7 @@ class ConditioningConfig:
     modality_dropout: float = 0.3
     cfg_dropout: float = 0.1
     encoder: str = "languagebind"
+    lufs_frame_aligned: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ("languagebind", "tiny-random"):
@@ -110,6 +121,11 @@ class ConditioningConfig:
     def num_tokens(self) -> int:
         m = self.tokens_per_embedding
         return 4 * m + 2 * m + 2 * m
+
+    @property
+    def frame_cond_dim(self) -> int:
+        """Channels of the frame-aligned condition: the L and R curves when `lufs_frame_aligned`, else none."""
+        return 2 if self.lufs_frame_aligned else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +198,19 @@ class ModelConfig:
                 f"the DiT must take the conditioning's tokens ({d}) and its two timing embeddings ({2 * d}) "
                 f"as global conditioning: {self.dit.cond_token_dim=} {self.dit.global_cond_dim=}"
             )
+        if self.dit.frame_cond_dim != self.conditioning.frame_cond_dim:
+            raise ValueError(
+                f"the DiT's frame-aligned input must take the conditioner's {self.conditioning.frame_cond_dim} "
+                f"channels (lufs_frame_aligned={self.conditioning.lufs_frame_aligned}): {self.dit.frame_cond_dim=}; "
+                "ModelConfig.with_lufs_frame_aligned sets both"
+            )
+
+    def with_lufs_frame_aligned(self, on: bool = True) -> ModelConfig:
+        """This config with the frame-aligned LUFS path turned on (or off): the conditioner's flag and the
+        DiT's input together."""
+        conditioning = dataclasses.replace(self.conditioning, lufs_frame_aligned=on)
+        return dataclasses.replace(self, conditioning=conditioning,
+                                   dit=dataclasses.replace(self.dit, frame_cond_dim=conditioning.frame_cond_dim))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,9 @@
 Cross-attention to the conditioning tokens E in every block, rotary positions on the first 32 channels of
 each head, timestep Fourier features, global conditioning (timing) prepended as one token, SwiGLU
 feed-forward. Keys equal stable-audio-tools' `DiffusionTransformer`, so SAO's DiT loads unchanged.
+
+With `frame_cond_dim` > 0 (beyond the paper) a frame-aligned condition [B, frame_cond_dim, frames], e.g. the LUFS
+curves at the latent rate, is projected and added to the input projection; off, nothing of it exists.
 """
 
 from __future__ import annotations
@@ -206,12 +209,14 @@ class CrossKV:
 @dataclass
 class PreparedConditioning:
     """What stays constant across the sampling steps of one generation, computed once by `DiT.prepare`:
-    the projected global conditioning, every block's cross-attention keys and values, and the rotary tables
-    (per sequence length, filled on first use)."""
+    the projected global conditioning, every block's cross-attention keys and values, the projected
+    frame-aligned condition (when the DiT takes one) and the rotary tables (per sequence length, filled on first
+    use)."""
 
     global_embed: torch.Tensor
     cross: list[CrossKV]
     batch_size: int
+    frame_embed: torch.Tensor | None = None
     rotary: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
@@ -228,8 +233,8 @@ class ContinuousTransformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, prepend: torch.Tensor, context: torch.Tensor,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = torch.cat([prepend, self.project_in(x)], dim=1)
+                context_mask: torch.Tensor | None = None, frame_embed: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._input(x, prepend, frame_embed)
         rotary = self.rotary_pos_emb.cos_sin(x.shape[1])
         for layer in self.layers:
             x = layer(x, context, rotary, context_mask)
@@ -237,7 +242,7 @@ class ContinuousTransformer(nn.Module):
 
     def forward_prepared(self, x: torch.Tensor, prepend: torch.Tensor,
                          prepared: PreparedConditioning) -> torch.Tensor:
-        x = torch.cat([prepend, self.project_in(x)], dim=1)
+        x = self._input(x, prepend, prepared.frame_embed)
         length = x.shape[1]
         if length not in prepared.rotary:
             prepared.rotary[length] = self.rotary_pos_emb.cos_sin(length)
@@ -245,6 +250,14 @@ class ContinuousTransformer(nn.Module):
         for layer, cross in zip(self.layers, prepared.cross, strict=True):
             x = layer(x, cross, rotary)
         return self.project_out(x)
+
+    def _input(self, x: torch.Tensor, prepend: torch.Tensor, frame_embed: torch.Tensor | None) -> torch.Tensor:
+        """The prepended token, then the projected frames with the first frames of `frame_embed` added."""
+        x = self.project_in(x)
+        if frame_embed is not None:
+            assert frame_embed.shape[1] >= x.shape[1], f"{frame_embed.shape=} {x.shape=}"
+            x = x + frame_embed[:, :x.shape[1]]
+        return torch.cat([prepend, x], dim=1)
 
 
 class DiT(nn.Module):
@@ -266,6 +279,11 @@ class DiT(nn.Module):
         self.to_global_embed = nn.Sequential(nn.Linear(config.global_cond_dim, dim, bias=False), nn.SiLU(),
                                              nn.Linear(dim, dim, bias=False))
         self.transformer = ContinuousTransformer(config=config, context_dim=cond_embed_dim)
+        # SAO's input concatenation, [x; c] through one wider input projection, is W_x x + W_c c: a separate
+        # bias-free W_c keeps SAO's keys and shapes (its weights load unchanged), can start at zero, and gives
+        # exactly nothing for a zero (dropped) condition. Unlike SAO, c bypasses the 1x1 preprocess conv.
+        self.to_frame_embed = (nn.Linear(config.frame_cond_dim, dim, bias=False) if config.frame_cond_dim
+                               else None)
         self.preprocess_conv = nn.Conv1d(config.io_channels, config.io_channels, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(config.io_channels, config.io_channels, 1, bias=False)
         self.initialize_weights()
@@ -280,9 +298,13 @@ class DiT(nn.Module):
                     nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.preprocess_conv.weight)
         nn.init.zeros_(self.postprocess_conv.weight)
+        # a frame-aligned input starts as a no-op, also when it is added to an already trained model
+        if self.to_frame_embed is not None:
+            nn.init.zeros_(self.to_frame_embed.weight)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
                 global_cond: torch.Tensor | None = None, context_mask: torch.Tensor | None = None, *,
+                frame_cond: torch.Tensor | None = None,
                 prepared: PreparedConditioning | None = None) -> torch.Tensor:
         """One denoiser evaluation.
 
@@ -293,8 +315,10 @@ class DiT(nn.Module):
             global_cond: global conditioning [B, global_cond_dim] (timing embeddings).
             context_mask: optional [B, tokens], True for tokens to attend to (SAO ignores masks; None
                 reproduces it).
-            prepared: instead of context / global_cond / context_mask, what `prepare` computed from them once
-                (the sampler's path: the same result without recomputing the constant parts every step).
+            frame_cond: the frame-aligned condition [B, frame_cond_dim, >= frames] (its first frames are used),
+                only when `config.frame_cond_dim` > 0; None: none (as an all-zero one).
+            prepared: instead of context / global_cond / context_mask / frame_cond, what `prepare` computed from
+                them once (the sampler's path: the same result without recomputing the constant parts every step).
 
         Returns:
             the v prediction, [B, io_channels, frames].
@@ -304,26 +328,29 @@ class DiT(nn.Module):
         if prepared is None:
             assert context is not None and global_cond is not None, "give context and global_cond, or prepared"
             global_embed = self.to_global_embed(global_cond)
+            frame_embed = self._embed_frames(frame_cond, x.shape[0], x.shape[-1])
         else:
-            assert context is None and global_cond is None and context_mask is None, "prepared replaces them"
+            assert context is None and global_cond is None and context_mask is None and frame_cond is None, \
+                "prepared replaces them"
             assert prepared.batch_size == x.shape[0], f"{prepared.batch_size=} {x.shape=}"
             global_embed = prepared.global_embed
         prepend = global_embed + self.to_timestep_embed(self.timestep_features(t))
         x = self.preprocess_conv(x) + x
         x = rearrange(x, "b c n -> b n c")
         if prepared is None:
-            out = self.transformer(x, prepend[:, None], self.to_cond_embed(context), context_mask)
+            out = self.transformer(x, prepend[:, None], self.to_cond_embed(context), context_mask, frame_embed)
         else:
             out = self.transformer.forward_prepared(x, prepend[:, None], prepared)
         out = rearrange(out, "b n c -> b c n")[:, :, 1:]
         return self.postprocess_conv(out) + out
 
     def prepare(self, context: torch.Tensor, global_cond: torch.Tensor, context_mask: torch.Tensor | None = None,
-                *, skip_zero_context: bool = True) -> PreparedConditioning:
+                *, frame_cond: torch.Tensor | None = None, skip_zero_context: bool = True) -> PreparedConditioning:
         """Compute once what every sampling step of a generation shares (inference only; no autograd).
 
         Args:
-            context, global_cond, context_mask: as `forward`'s.
+            context, global_cond, context_mask, frame_cond: as `forward`'s. The frame-aligned embedding is
+                added to every row (a zero row's, the unconditional half's, is exactly zero: no bias).
             skip_zero_context: rows whose E is exactly zero (the unconditional half of CFG) skip the
                 cross-attention, whose output is then exactly zero (when the layers have no biases).
                 Deciding this reads the context once on the host, here, never inside the sampling loop.
@@ -339,7 +366,21 @@ class DiT(nn.Module):
                 context_mask = None if context_mask is None else context_mask.index_select(0, rows)
         cross = [CrossKV(*block.cross_attn.keys_values(embedded), context_mask, rows)
                  for block in self.transformer.layers]
-        return PreparedConditioning(global_embed=self.to_global_embed(global_cond), cross=cross, batch_size=batch)
+        return PreparedConditioning(global_embed=self.to_global_embed(global_cond), cross=cross, batch_size=batch,
+                                    frame_embed=self._embed_frames(frame_cond, batch))
+
+    def _embed_frames(self, frame_cond: torch.Tensor | None, batch: int,
+                      frames: int | None = None) -> torch.Tensor | None:
+        """[B, frame_cond_dim, >= frames] -> [B, frames (default: all), embed_dim], or None without one."""
+        if frame_cond is None:
+            return None
+        assert self.to_frame_embed is not None, "this DiT takes no frame-aligned condition (config.frame_cond_dim 0)"
+        assert frame_cond.dim() == 3 and frame_cond.shape[:2] == (batch, self.config.frame_cond_dim), \
+            f"{frame_cond.shape=} {batch=} {self.config.frame_cond_dim=}"
+        if frames is not None:
+            assert frame_cond.shape[-1] >= frames, f"{frame_cond.shape=} {frames=}"
+            frame_cond = frame_cond[..., :frames]
+        return self.to_frame_embed(rearrange(frame_cond, "b c n -> b n c"))
 
     def _zero_context_is_zero(self) -> bool:
         no_bias = all(layer.bias is None for layer in self.to_cond_embed if isinstance(layer, nn.Linear))

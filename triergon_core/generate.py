@@ -220,9 +220,9 @@ def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor,
     SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
     if conditions.batch_size != noise.shape[0]:
         raise ValueError(f"conditions are a batch of {conditions.batch_size}, the noise of {noise.shape[0]}")
-    context, global_cond = model.conditioner(conditions)
+    context, global_cond, frame_cond = model.conditioner(conditions)
     with compute_dtype(model, dtype):
-        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale)
+        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond)
         return sample(denoiser, noise, sampler=sampler, steps=steps, callback=callback)
 
 

@@ -148,12 +148,12 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     conditions = prepare_conditions(model, seconds=seconds)
     if embeddings:
         conditions = dataclasses.replace(conditions, **{k: v.to(device) for k, v in embeddings.items()})
-    context, global_cond = model.conditioner(conditions)
+    context, global_cond, frame_cond = model.conditioner(conditions)
     noise = initial_noise(model, seconds=seconds, seed=seed, batch_size=1, device=device)
     _sync(device)
     t1 = clock()
     with compute_dtype(model, dtype):
-        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale,
+        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond,
                                   cache_conditioning=variant == "cached")
         latents = sample(denoiser, noise, sampler=sampler, steps=steps)
     _sync(device)

@@ -123,34 +123,37 @@ def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = PAPER_SAMPL
 class GuidedDenoiser:
     """The DiT with classifier-free guidance: conditional and unconditional halves in one batched forward.
 
-    The unconditional branch sees E = 0 (the training-time dropout of the whole E) and the same global
-    timing conditioning. out = uncond + (cond - uncond) * cfg_scale; cfg_scale 1 runs only the cond half.
+    The unconditional branch sees E = 0 (the training-time dropout of the whole E), a zero frame-aligned
+    condition (`frame_cond`, dropped with E in training) and the same global timing conditioning.
+    out = uncond + (cond - uncond) * cfg_scale; cfg_scale 1 runs only the cond half.
     With `cache_conditioning` (the default) what every step shares is computed once (`DiT.prepare`): the
-    cross-attention keys and values, the global embedding, the rotary tables, and the skipping of the
-    unconditional half's cross-attention, which is exactly zero. Without it every step recomputes them (the
-    reference path the cached one is tested against).
+    cross-attention keys and values, the global embedding, the frame-aligned embedding, the rotary tables, and
+    the skipping of the unconditional half's cross-attention, which is exactly zero. Without it every step
+    recomputes them (the reference path the cached one is tested against).
     """
 
     def __init__(self, dit: DiT, context: torch.Tensor, global_cond: torch.Tensor, *, cfg_scale: float,
-                 cache_conditioning: bool = True) -> None:
+                 frame_cond: torch.Tensor | None = None, cache_conditioning: bool = True) -> None:
         self.dit, self.cfg_scale = dit, cfg_scale
         param = next(dit.parameters())
         self.dtype = param.dtype
         if cfg_scale != 1.0:
             context = torch.cat([context, torch.zeros_like(context)])
             global_cond = torch.cat([global_cond, global_cond])
+            frame_cond = None if frame_cond is None else torch.cat([frame_cond, torch.zeros_like(frame_cond)])
         self.context = context.to(device=param.device, dtype=self.dtype)
         self.global_cond = global_cond.to(device=param.device, dtype=self.dtype)
+        self.frame_cond = None if frame_cond is None else frame_cond.to(device=param.device, dtype=self.dtype)
         self.prepared = None
         if cache_conditioning:
             with torch.no_grad():
-                self.prepared = dit.prepare(self.context, self.global_cond)
+                self.prepared = dit.prepare(self.context, self.global_cond, frame_cond=self.frame_cond)
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.cfg_scale != 1.0:
             z, t = torch.cat([z, z]), torch.cat([t, t])
         if self.prepared is None:
-            v = self.dit(z.to(self.dtype), t, self.context, self.global_cond)
+            v = self.dit(z.to(self.dtype), t, self.context, self.global_cond, frame_cond=self.frame_cond)
         else:
             v = self.dit(z.to(self.dtype), t, prepared=self.prepared)
         v = v.float()

@@ -30,17 +30,35 @@ class Denoiser(nn.Module):
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, cond: Conditions, *, dropout: bool,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        context, global_cond = self.conditioner(cond, dropout=dropout, generator=generator)
-        return self.dit(z, t, context, global_cond)
+        context, global_cond, frame_cond = self.conditioner(cond, dropout=dropout, generator=generator)
+        return self.dit(z, t, context, global_cond, frame_cond=frame_cond)
 
 
 def initial_model(config) -> TriErgon:
-    """The Tri-Ergon model training starts from: `model.init` (e.g. converted SAO weights) or a seeded new one."""
+    """The Tri-Ergon model training starts from: `model.init` (e.g. converted SAO weights) or a seeded new one,
+    with the frame-aligned LUFS path added when `model.lufs_frame_aligned` asks for it."""
     if config.model.init:
         from ...triergon_core.checkpoint import load_checkpoint
 
-        return load_checkpoint(config.model.init)
-    return build_model(config.model.preset, seed=config.run.seed)
+        model = load_checkpoint(config.model.init)
+    else:
+        model = build_model(config.model.preset, seed=config.run.seed)
+    if config.model.lufs_frame_aligned and not model.config.conditioning.lufs_frame_aligned:
+        model = with_lufs_frame_aligned(model, seed=config.run.seed)
+    return model
+
+
+def with_lufs_frame_aligned(model: TriErgon, *, seed: int = 0) -> TriErgon:
+    """`model` with the frame-aligned LUFS path added: its weights (the same tensors) and a zero projection, so
+    the same outputs until training moves it."""
+    from ...triergon_core.checkpoint import assemble_model
+
+    config = model.config.with_lufs_frame_aligned()
+    state = model.state_dict()
+    with torch.device("meta"):
+        added = {f"dit.{k}" for k in DiT(config=config.dit).state_dict()} - set(state)
+    new, _ = assemble_model(config, state, allowed_missing=added, seed=seed, what=f"model {config.name!r}")
+    return new
 
 
 class DiTTrainer(Trainer):
