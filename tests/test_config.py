@@ -12,7 +12,7 @@ from triergon.triergon_core.presets import PRESETS, get_preset
 
 
 def test_preset_table():
-    assert set(PRESETS) == {"tiny", "triergon-s", "triergon-l", "sao-1.0"}
+    assert set(PRESETS) == {"tiny", "triergon-s", "triergon-l", "sao-1.0", "demo"}
     s, large, sao = get_preset("triergon-s"), get_preset("triergon-l"), get_preset("sao-1.0")
     assert (s.dit.depth, s.dit.num_heads, s.dit.embed_dim, s.sequence.max_seconds) == (20, 24, 1536, 10.0)
     assert (large.dit.depth, large.dit.num_heads, large.dit.embed_dim, large.sequence.max_seconds) == (
@@ -22,6 +22,15 @@ def test_preset_table():
         assert config.vae == VAEConfig()  # SAO's Oobleck VAE everywhere
         assert config.vae.downsampling_ratio == 2048 and config.vae.latent_dim == 64
         assert config.conditioning.embed_dim == 768 and config.conditioning.num_tokens == 8
+
+
+def test_demo_preset_keeps_every_lufs_frame():
+    demo = get_preset("demo")
+    assert demo.sequence.max_seconds == 10.0 and demo.vae.downsampling_ratio == 2048
+    # DESIGN.md: 6 x max seconds <= tokens x embedding width, so no 1/6 s frame is averaged away
+    c = demo.conditioning
+    assert demo.sequence.max_lufs_frames == 60 <= c.tokens_per_embedding * c.embed_dim
+    assert demo.dit.head_dim == 64 and demo.dit.project_cond_tokens
 
 
 def test_paper_sample_sizes():
