@@ -3,7 +3,8 @@
 The DiT (with the conditioner), the VAE, the LanguageBind towers, DINOv2 and T_LUFS are managed separately, so
 each is on the GPU only while a node needs it (ComfyUI moves the others off when room is needed). Nothing is
 downloaded: a checkpoint is a file in `models/triergon/`, encoders are folders under `models/triergon/languagebind/`
-and `models/triergon/dinov2/`, T_LUFS weights files under `models/triergon/lufs_predictor/`.
+and `models/triergon/dinov2/`, T_LUFS weights files under `models/triergon/lufs_predictor/`; the demo model, its
+encoders, DINOv2 and T_LUFS ship inside the pack (`weights/demo/`, the `SHIPPED` choices).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ..triergon_core.checkpoint import load_checkpoint
+from ..triergon_core.demo import DemoFiles, warn_if_untrained
 from ..triergon_core.encoders import build_encoders
 from ..triergon_core.model import TriErgon, build_model
 from ..triergon_core.presets import PRESETS
@@ -24,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 RANDOM = " (random weights)"
 PRESET_CHOICES = [f"preset: {name}{RANDOM}" for name in PRESETS]
-DEFAULT_CHECKPOINT = PRESET_CHOICES[0]  # the tiny preset until the demo model ships
+SHIPPED = "demo (shipped with the pack)"  # weights/demo/: the checkpoint, its towers, DINOv2 or T_LUFS
+DEFAULT_CHECKPOINT = SHIPPED
 NONE = "none"
 TINY_RANDOM = "tiny" + RANDOM
 PRECISIONS = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -77,8 +80,11 @@ def load_model(checkpoint: str, precision: str = "auto", languagebind: str = NON
                        preset)
         model, name, random_weights = build_model(preset, seed=0), preset, True
     else:
-        path = find_model(checkpoint)
-        model, name, random_weights = load_checkpoint(path, device="cpu"), path.name, False
+        path = DemoFiles().check().model if checkpoint == SHIPPED else find_model(checkpoint)
+        random_weights = warn_if_untrained(path)
+        model, name = load_checkpoint(path, device="cpu"), "demo" if checkpoint == SHIPPED else path.name
+        if checkpoint == SHIPPED and languagebind == NONE:
+            languagebind = SHIPPED  # the towers the demo model was trained with
     dtype = PRECISIONS[precision] or auto_dtype(_compute_device())
     # The VAE stays in float32 under "auto": its decoder's large activations overflow in fp16.
     model.dit.to(dtype)
@@ -111,7 +117,9 @@ def _encoders(model: TriErgon, languagebind: str, device: torch.device) -> Any:
         return build_encoders(model.config.conditioning)  # the tiny preset's own towers; None for others
     from ..triergon_core.languagebind import load_languagebind
 
-    encoders = load_languagebind(find_model(languagebind, "languagebind", folder=True), device=device)
+    folder = DemoFiles().languagebind if languagebind == SHIPPED else find_model(languagebind, "languagebind",
+                                                                                 folder=True)
+    encoders = load_languagebind(folder, device=device)
     if encoders.embed_dim != model.config.conditioning.embed_dim:
         raise ValueError(f"the LanguageBind towers give {encoders.embed_dim}-d embeddings but {model.config.name!r} "
                          f"takes {model.config.conditioning.embed_dim}-d ones: choose the towers it was trained with")
@@ -121,33 +129,26 @@ def _encoders(model: TriErgon, languagebind: str, device: torch.device) -> Any:
 def _lufs_models(dinov2: str, predictor: str, device: torch.device) -> tuple[Any, Any]:
     from ..triergon_core.lufs_predictor import (
         LUFS_PREDICTOR_PRESETS,
-        FrameFeatures,
+        TINY_DINOV2,
         LufsPredictor,
         load_dinov2,
         load_predictor,
+        random_dinov2,
     )
 
     features = None
     if dinov2 == TINY_RANDOM:
-        features = FrameFeatures(_tiny_dinov2(), resize=64, crop=56).to(device)
+        features = random_dinov2(seed=0, **TINY_DINOV2).to(device)
     elif dinov2 != NONE:
-        features = load_dinov2(find_model(dinov2, "dinov2", folder=True), device=device)
+        folder = DemoFiles().dinov2 if dinov2 == SHIPPED else find_model(dinov2, "dinov2", folder=True)
+        features = load_dinov2(folder, device=device)
     net = None
     if predictor == TINY_RANDOM:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             net = LufsPredictor(config=LUFS_PREDICTOR_PRESETS["tiny"]).to(device).eval()
     elif predictor != NONE:
-        net = load_predictor(find_model(predictor, "lufs_predictor"), device=device)
+        path = DemoFiles().predictor if predictor == SHIPPED else find_model(predictor, "lufs_predictor")
+        warn_if_untrained(path, "T_LUFS")
+        net = load_predictor(path, device=device)
     return features, net
-
-
-def _tiny_dinov2() -> torch.nn.Module:
-    """DINOv2's architecture at tiny size with seeded random weights (32-d features, as the tiny T_LUFS reads)."""
-    from transformers import Dinov2Config, Dinov2Model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              image_size=56, patch_size=14)
-        return Dinov2Model(config).eval()

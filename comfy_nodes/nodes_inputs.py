@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+from ..triergon_core.demo import DemoFiles
 from ..triergon_core.video import probe_video
 from . import host
-from .loading import DEFAULT_CHECKPOINT, NONE, PRECISIONS, PRESET_CHOICES, TINY_RANDOM, load_model
+from .loading import DEFAULT_CHECKPOINT, NONE, PRECISIONS, PRESET_CHOICES, SHIPPED, TINY_RANDOM, load_model
 from .media import file_audio
 from .video_type import video_from_file
 
@@ -24,29 +25,33 @@ def file_signature(path: os.PathLike | str) -> str:
 
 
 class TriErgonModelLoader:
-    DESCRIPTION = ("Loads a Tri-Ergon checkpoint from models/triergon/ (or builds a preset with random weights), "
-                   "with optional LanguageBind towers, DINOv2 and T_LUFS weights. Nothing is downloaded.")
+    DESCRIPTION = ("Loads the demo model shipped with the pack or a Tri-Ergon checkpoint from models/triergon/ (or "
+                   "builds a preset with random weights), with optional LanguageBind towers, DINOv2 and T_LUFS "
+                   "weights. Nothing is downloaded.")
 
     @classmethod
     def INPUT_TYPES(cls):
         host.register_model_folder()
-        checkpoints = PRESET_CHOICES + host.checkpoint_files()
+        checkpoints = [SHIPPED, *PRESET_CHOICES, *host.checkpoint_files()]
         return {
             "required": {
-                "checkpoint": (checkpoints, {"default": DEFAULT_CHECKPOINT, "tooltip": "A checkpoint in "
+                "checkpoint": (checkpoints, {"default": DEFAULT_CHECKPOINT, "tooltip": "The demo model shipped with "
+                               "the pack (trained on SynthFoley; with its own encoders), a checkpoint in "
                                "models/triergon/, or a preset with random weights (noise-like sound, for trying "
                                "graphs)"}),
                 "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: ComfyUI's choice for the "
                               "device (the VAE stays float32)"}),
             },
             "optional": {
-                "languagebind": ([NONE, *host.model_subfolders("languagebind")], {"default": NONE, "tooltip":
-                                 "A folder in models/triergon/languagebind/ holding video/ and audio/ towers; "
-                                 "none: the preset's own (tiny) or no text/audio/video conditions"}),
-                "dinov2": ([NONE, TINY_RANDOM, *host.model_subfolders("dinov2")], {"default": NONE, "tooltip":
-                           "A DINOv2 folder in models/triergon/dinov2/, for Predict LUFS"}),
-                "lufs_predictor": ([NONE, TINY_RANDOM, *host.predictor_files()], {"default": NONE, "tooltip":
-                                   "T_LUFS weights in models/triergon/lufs_predictor/, for Predict LUFS"}),
+                "languagebind": ([NONE, SHIPPED, *host.model_subfolders("languagebind")], {"default": NONE,
+                                 "tooltip": "A folder in models/triergon/languagebind/ holding video/ and audio/ "
+                                 "towers, or the demo's; none: the model's own (the demo's, the tiny preset's) or no "
+                                 "text/audio/video conditions"}),
+                "dinov2": ([NONE, SHIPPED, TINY_RANDOM, *host.model_subfolders("dinov2")], {"default": SHIPPED,
+                           "tooltip": "A DINOv2 folder in models/triergon/dinov2/, or the demo's, for Predict LUFS"}),
+                "lufs_predictor": ([NONE, SHIPPED, TINY_RANDOM, *host.predictor_files()], {"default": SHIPPED,
+                                   "tooltip": "T_LUFS weights in models/triergon/lufs_predictor/, or the demo's "
+                                   "(on the demo's DINOv2), for Predict LUFS"}),
             },
         }
 
@@ -63,10 +68,11 @@ class TriErgonModelLoader:
         files = [] if checkpoint.startswith("preset: ") else [(checkpoint, None)]
         if lufs_predictor not in (NONE, TINY_RANDOM):
             files.append((lufs_predictor, "lufs_predictor"))
+        shipped = {None: DemoFiles().model, "lufs_predictor": DemoFiles().predictor}
         signatures = []
         for name, kind in files:
             try:
-                signatures.append(file_signature(host.find_model(name, kind)))
+                signatures.append(file_signature(shipped[kind] if name == SHIPPED else host.find_model(name, kind)))
             except FileNotFoundError:  # the loader itself reports it, with the folder to use
                 signatures.append(f"missing:{name}")
         return "|".join([*signatures, precision, languagebind, dinov2])

@@ -64,8 +64,10 @@ def test_cli_generate_batch_and_flac(tmp_path):
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, caplog):
-    assert main(["generate", "--seconds", "99", "-q", "-o", str(tmp_path / "x.wav")]) == 2
+    assert main(["generate", "--preset", "tiny", "--seconds", "99", "-q", "-o", str(tmp_path / "x.wav")]) == 2
     assert "window of 60 s" in caplog.text
+    assert main(["generate", "--seconds", "11", "-q", "-o", str(tmp_path / "x.wav")]) == 2  # the demo model's
+    assert "window of 10 s" in caplog.text
     assert main(["generate", "--seconds", "1", "--checkpoint", str(tmp_path / "none.safetensors"),
                  "-o", str(tmp_path / "x.wav")]) == 2
     assert "checkpoint not found" in caplog.text

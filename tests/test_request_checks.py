@@ -72,7 +72,8 @@ def towers_768(tmp_path):
 
 def test_readme_languagebind_example_is_a_one_line_error_before_any_model(towers_768, clip, tmp_path, caplog,
                                                                           nothing_heavy):
-    message = _fails(["generate", clip, "--languagebind", towers_768, "-q", "-o", tmp_path / "out.mp4"], caplog,
+    message = _fails(["generate", clip, "--preset", "tiny", "--languagebind", towers_768, "-q", "-o",
+                      tmp_path / "out.mp4"], caplog,
                      "768-wide", "64-wide", "--preset triergon-s")
     assert "'tiny'" in message and not (tmp_path / "out.mp4").exists()
 

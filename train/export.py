@@ -27,9 +27,44 @@ def _weights(saved: dict, *, ema: bool) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | os.PathLike | None = None):
+    """The weights of a run's latest (or the given) checkpoint as a model, with the run's config and a line saying
+    where they came from (for checkpoint metadata).
+
+    DiT and VAE runs give a `TriErgon` (the trained parts, the rest as the run started: see the module doc),
+    T_LUFS runs a `LufsPredictor`; float32, eval.
+
+    Args:
+        run_dir: the run folder.
+        ema: the EMA weights (default) rather than the raw ones.
+        checkpoint: a checkpoint folder of the run (default: the latest).
+    """
+    path = Path(checkpoint) if checkpoint else CheckpointManager(run_dir, rank=0, world_size=1).latest()
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint to export")
+    config = TrainConfig.from_dict(read_config(path))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    source = f"triergon train ({config.recipe}, step {state['step']}, {'EMA' if ema else 'raw'})"
+    if config.trainer == "lufs":
+        from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor
+
+        model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[config.model.preset])
+        model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["lufs"], ema=ema).items()})
+        return model.eval(), config, source
+    from .trainers.dit import initial_model
+
+    model = initial_model(config)
+    if config.trainer == "dit":
+        model.load_state_dict({**model.state_dict(), **_weights(state["parts"]["denoiser"], ema=ema)})
+    else:
+        model.vae.load_state_dict(_weights(state["parts"]["vae"], ema=ema))
+    logger.info("read %s (step %d)", path, state["step"])
+    return model.float().eval(), config, source
+
+
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,
                checkpoint: str | os.PathLike | None = None) -> tuple[Path, TrainConfig]:
-    """Write the weights of a run's latest (or the given) checkpoint to `output`.
+    """Write the weights of a run's latest (or the given) checkpoint to `output` (see `load_run`).
 
     Args:
         run_dir: the run folder.
@@ -38,30 +73,16 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: b
         ema: export the EMA weights (default) rather than the raw ones.
         checkpoint: a checkpoint folder of the run (default: the latest).
     """
-    path = Path(checkpoint) if checkpoint else CheckpointManager(run_dir, rank=0, world_size=1).latest()
-    if path is None:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoint to export")
-    config = TrainConfig.from_dict(read_config(path))
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    meta = {"trained_by": f"triergon train ({config.recipe}, step {state['step']}, {'EMA' if ema else 'raw'})"}
-    dtype = torch.float16 if fp16 else None
+    model, config, source = load_run(run_dir, ema=ema, checkpoint=checkpoint)
+    if fp16:
+        model = model.to(torch.float16)
     if config.trainer == "lufs":
-        from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+        from ..triergon_core.lufs_predictor import save_predictor
 
-        model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[config.model.preset])
-        model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["lufs"], ema=ema).items()})
-        save_predictor(model.to(dtype) if dtype else model, output)
-        return Path(output), config
-    from ..triergon_core.checkpoint import save_checkpoint
-    from .trainers.dit import initial_model
-
-    model = initial_model(config)
-    if config.trainer == "dit":
-        model.load_state_dict({**model.state_dict(), **_weights(state["parts"]["denoiser"], ema=ema)})
+        save_predictor(model, output, metadata={"trained_by": source})
     else:
-        model.vae.load_state_dict(_weights(state["parts"]["vae"], ema=ema))
-    if dtype is not None:
-        model = model.to(dtype)
-    save_checkpoint(model, output, metadata=meta)
-    logger.info("exported %s (step %d) to %s", path, state["step"], output)
+        from ..triergon_core.checkpoint import save_checkpoint
+
+        save_checkpoint(model, output, metadata={"trained_by": source})
+    logger.info("exported %s to %s", source, output)
     return Path(output), config

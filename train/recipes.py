@@ -116,6 +116,33 @@ def _synthfoley_vae() -> TrainConfig:
         run=RunConfig(steps=20_000, save_every=250, log_every=25, keep=3, threads=2, sample_every=1000))
 
 
+def _synthfoley_dit() -> TrainConfig:
+    # On the cache of the trained demo VAE (`--set model.init=` its export, the file the cache was made with) and
+    # the demo's LanguageBind towers (weights/demo/languagebind). The 10 M DiT takes well under a second per step of
+    # 16 x 5 s latents on 2 cores (DESIGN.md: 0.15-0.4 s at 1-5 M).
+    return TrainConfig(
+        recipe="synthfoley-dit", trainer="dit", hardware="CPU, 1 process, 2 threads (hours)",
+        description="the demo preset's DiT and conditioner on cached SynthFoley latents and embeddings: 16 x 5 s "
+                    "crops, v-loss with the paper's condition dropout",
+        model=ModelSection(preset="demo"),
+        data=DataConfig(crop_seconds=5.0, batch_size=16),
+        optim=OptimConfig(lr=1e-3, warmup_steps=500, min_lr_ratio=0.1, ema_decay=0.999),
+        run=RunConfig(steps=20_000, save_every=250, log_every=25, keep=3, threads=2, sample_every=1000))
+
+
+def _synthfoley_lufs() -> TrainConfig:
+    # On cached features of the demo's DINOv2 (weights/demo/dinov2) at 6 fps; T_LUFS at 128 x 4 runs about 200
+    # samples/s on 2 cores, so this is minutes, not hours.
+    return TrainConfig(
+        recipe="synthfoley-lufs", trainer="lufs", hardware="CPU, 1 process, 2 threads (minutes)",
+        description="the demo T_LUFS (128 wide, 4 layers) on cached SynthFoley DINOv2 features at 6 fps: 16 x 5 s "
+                    "crops, MSE on normalised L/R curves",
+        model=ModelSection(preset="demo"),
+        data=DataConfig(crop_seconds=5.0, batch_size=16),
+        optim=OptimConfig(lr=1e-3, warmup_steps=200, min_lr_ratio=0.1, ema_decay=0.999),
+        run=RunConfig(steps=10_000, save_every=250, log_every=50, keep=3, threads=2, sample_every=1000))
+
+
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "cpu-smoke": _cpu_smoke_dit,
     "cpu-smoke-vae": _cpu_smoke_vae,
@@ -126,6 +153,8 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "vae-8gpu": _vae_8gpu,
     "lufs-8gpu": _lufs_8gpu,
     "synthfoley-vae": _synthfoley_vae,
+    "synthfoley-dit": _synthfoley_dit,
+    "synthfoley-lufs": _synthfoley_lufs,
 }
 
 

@@ -13,10 +13,12 @@ import torch
 from .checkpoint import CheckpointError, checkpoint_config_of, load_checkpoint
 from .checks import check_device, check_input_file, check_output_path, check_seed
 from .cli_bench import add_bench_parser
+from .cli_demo import add_demo_parser
 from .cli_eval import add_eval_parser
 from .cli_lufs import add_lufs_parser
 from .cli_synth import add_synth_parser
 from .cli_train import add_train_parser
+from .demo import DemoFiles, is_demo_checkpoint, warn_if_untrained
 from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
@@ -47,6 +49,10 @@ def _generate(args: argparse.Namespace) -> int:
 
     # Every argument, input file and output path is checked before the model is built (minutes, gigabytes).
     device = check_device(args.device)
+    if args.checkpoint is None and args.preset is None:  # the default: the shipped demo model
+        args.checkpoint = str(DemoFiles().check().model)
+    if args.checkpoint and args.languagebind is None and is_demo_checkpoint(args.checkpoint):
+        args.languagebind = str(DemoFiles().languagebind)  # the towers the demo model was trained with
     check_seed(args.seed, batch_size=args.batch_size)
     settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
     inputs = {"VIDEO": args.video, "--audio": args.audio, "--lufs": args.lufs, "--lufs-from": args.lufs_from,
@@ -68,7 +74,7 @@ def _generate(args: argparse.Namespace) -> int:
     paths = [check_output_path(p, formats=(*AUDIO_FORMATS, *MUX_FORMATS), what="-o", inputs=read)
              for p in _output_paths(out, args.batch_size)]
     config = checkpoint_config_of(args.checkpoint, preset=args.preset) if args.checkpoint else \
-        get_preset(args.preset or "tiny")
+        get_preset(args.preset)
     if args.video:
         probe_video(args.video)  # a file that is no usable video fails here, also when --seconds is given
     seconds = resolve_seconds(config, args.seconds, args.video)
@@ -88,10 +94,11 @@ def _generate(args: argparse.Namespace) -> int:
     cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
 
     if args.checkpoint:
+        warn_if_untrained(args.checkpoint)
         model = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
     else:
-        logger.warning("no --checkpoint given: %r has random weights, so the output is noise-like. "
-                       "Trained weights come later (see README).", config.name)
+        logger.warning("--preset %s without --checkpoint has random weights, so the output is noise-like (without "
+                       "--preset, the shipped demo model is used)", config.name)
         model = build_model(config, device=device, seed=RANDOM_WEIGHTS_SEED)
     with tqdm(total=settings.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
         audio = generate(model, seconds=seconds, video=args.video, text=args.text, audio=reference, lufs=lufs,
@@ -148,15 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate stereo 44.1 kHz audio")
-    gen.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the "
-                     "checkpoint's own)")
-    gen.add_argument("--checkpoint", help="weights (.safetensors from `triergon convert` or training)")
+    gen.add_argument("--preset", choices=list(PRESETS), help="model preset with random weights (with --checkpoint: "
+                     "the preset the weights must fit; default: the checkpoint's own)")
+    gen.add_argument("--checkpoint", help="weights (.safetensors from `triergon convert` or training); default, "
+                     "without --preset: the shipped demo model, with its encoders")
     gen.add_argument("video", nargs="?", help="video to make sound for (e_V; the duration defaults to the video's)")
     gen.add_argument("--seconds", type=float, help="duration of the output in seconds (required without a video)")
     gen.add_argument("--text", help="text prompt (e_L)")
     gen.add_argument("--audio", metavar="FILE", help="reference audio file (e_A), any format ffmpeg reads")
     gen.add_argument("--languagebind", metavar="DIR", help="folder with LanguageBind's towers (video/, audio/) for "
-                     "text, audio and video conditions (not needed for the tiny preset)")
+                     "text, audio and video conditions (not needed for the tiny preset and the demo model, which "
+                     "carry their own)")
     gen.add_argument("--cache-dir", metavar="DIR", help="keep condition embeddings here and reuse them across runs")
     loud = gen.add_mutually_exclusive_group()
     loud.add_argument("--lufs", metavar="CURVE", help="loudness curve (.json/.csv, see `triergon lufs`)")
@@ -197,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_synth_parser(sub)
     add_eval_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

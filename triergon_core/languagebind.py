@@ -30,7 +30,8 @@ weights merged at load). The tokenizer is CLIP's BPE (`transformers.CLIPTokenize
 
 Tiny random towers: `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds the same towers at tiny
 sizes (`TINY_CONFIGS`) with seeded random weights and a byte-level tokenizer, in memory: the `tiny` preset's
-encoders (`encoders.build_encoders`), so every conditioning path runs without any download.
+encoders (`encoders.build_encoders`), so every conditioning path runs without any download. `save_tiny_random` writes
+them as a folder in the released layout (the demo model's encoders, `weights/demo/languagebind`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from .languagebind_towers import LanguageBindTower
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "load_languagebind"]
+__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "load_languagebind", "save_tiny_random"]
 
 # `LanguageBindEncoders.tiny_random`: the package's config values at tiny sizes (the released towers: width 768
 # or 1024, 12 or 24 layers, 224 x 224 frames in 14 x 14 patches, 112 mel bins x 1036 frames). LoRA off, as in
@@ -149,17 +150,64 @@ def _folder_signature(path: Path | None) -> str:
     return f"{path.resolve()}@{h.hexdigest()[:16]}"
 
 
-def _tiny_tokenizer():
-    """CLIP's BPE tokenizer on a byte-level vocabulary (each byte alone and word-final, then <|startoftext|> and
-    <|endoftext|>, the largest id, as CLIP's EOT pooling needs) and no merges. The tokenizer reads only files:
-    they exist in a temporary folder just while it is constructed."""
+def _write_tiny_vocabulary(folder: Path) -> None:
+    """vocab.json / merges.txt of the tiny towers' tokenizer: a byte-level vocabulary (each byte alone and
+    word-final, then <|startoftext|> and <|endoftext|>, the largest id, as CLIP's EOT pooling needs), no merges."""
     chars = list(bytes_to_unicode().values())
     vocab = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    Path(folder, "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+
+
+def _tiny_tokenizer():
+    """CLIP's BPE tokenizer on the tiny byte-level vocabulary (`_write_tiny_vocabulary`). The tokenizer reads only
+    files: they exist in a temporary folder just while it is constructed."""
     with tempfile.TemporaryDirectory(prefix="triergon-tiny-tokenizer-") as folder:
-        vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
-        vocab_file.write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-        merges_file.write_text("#version: 0.2\n", encoding="utf-8")
+        _write_tiny_vocabulary(Path(folder))
         return _clip_tokenizer(Path(folder))
+
+
+def _tiny_towers(embed_dim: int, seed: int, *, text_tower: str,
+                 vocab_size: int) -> dict[str, tuple[dict, LanguageBindTower]]:
+    """kind -> (config.json's dict, tower) of the tiny random towers, weights drawn from a generator seeded with
+    `seed` (video first, then audio); the text tower goes with `text_tower`. The global random state is left as it
+    was; the towers are CPU, float32, eval and frozen."""
+    if embed_dim < 1:
+        raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+    text = {**TINY_CONFIGS["text"], "vocab_size": vocab_size}
+    generator = torch.Generator().manual_seed(seed)
+    towers = {}
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # modules' default init draws globally
+        for kind in ("video", "audio"):
+            has_text = kind == text_tower
+            config = {"model_type": TOWERS[kind][0], "projection_dim": embed_dim,
+                      **({"text_config": text} if has_text else {}), "vision_config": TINY_CONFIGS[kind]}
+            model = tower_from_config(config, kind, text=has_text).init_random_(generator)
+            towers[kind] = config, model.eval().requires_grad_(False)
+    return towers
+
+
+def save_tiny_random(folder: str | os.PathLike, *, embed_dim: int, seed: int = TINY_SEED) -> Path:
+    """Write the towers `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds as a LanguageBind folder
+    in the released layout (`video/`: config.json, model.safetensors, vocab.json, merges.txt; `audio/`: config.json,
+    model.safetensors), so that `load_languagebind(folder)` loads them as real towers and gives the same
+    embeddings. The same arguments give the same bytes. Returns the folder."""
+    from safetensors.torch import save_file
+
+    from ._fs import atomic_write_path
+
+    root = Path(folder).expanduser()
+    vocab_size = len(_tiny_tokenizer())
+    for kind, (config, model) in _tiny_towers(embed_dim, seed, text_tower="video", vocab_size=vocab_size).items():
+        path = root / TOWERS[kind][1][0]
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        with atomic_write_path(path / "model.safetensors") as tmp:
+            save_file(state, tmp, metadata={"format": "pt"})
+        if model.has_text:
+            _write_tiny_vocabulary(path)
+    return root
 
 
 def _tiny_spec() -> str:
@@ -229,25 +277,18 @@ class LanguageBindEncoders:
     @classmethod
     def _build_tiny(cls, embed_dim: int, seed: int) -> LanguageBindEncoders:
         """A new `tiny_random` instance (uncached); the global random state is left as it was."""
-        if embed_dim < 1:
-            raise ValueError(f"embed_dim must be positive, got {embed_dim}")
         enc = cls(video_dir=None, audio_dir=None)
         tokenizer = _tiny_tokenizer()
-        text = {**TINY_CONFIGS["text"], "vocab_size": len(tokenizer)}
         digest = hashlib.sha256()
-        generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # modules' default init draws globally
-            for kind in ("video", "audio"):
-                config = {"text_config": text, "vision_config": TINY_CONFIGS[kind], "projection_dim": embed_dim}
-                has_text = kind == enc.text_tower
-                model = tower_from_config(config, kind, text=has_text).init_random_(generator)
-                model = model.to(device=enc.device, dtype=enc.dtype).eval().requires_grad_(False)
-                tower = _Tower(model, tokenizer=tokenizer if has_text else None,
-                               attn_implementation=enc.attn_implementation)
-                for name, value in sorted(model.state_dict().items()):
-                    digest.update(f"{kind}.{name}{tuple(value.shape)}".encode())
-                    digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-                enc._towers[kind] = tower
+        towers = _tiny_towers(embed_dim, seed, text_tower=enc.text_tower, vocab_size=len(tokenizer))
+        for kind, (_, model) in towers.items():
+            model = model.to(device=enc.device, dtype=enc.dtype)
+            tower = _Tower(model, tokenizer=tokenizer if model.has_text else None,
+                           attn_implementation=enc.attn_implementation)
+            for name, value in sorted(model.state_dict().items()):
+                digest.update(f"{kind}.{name}{tuple(value.shape)}".encode())
+                digest.update(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            enc._towers[kind] = tower
         enc._tiny = (f"languagebind-tiny-random:seed={seed}:embed_dim={embed_dim}:vocab={len(tokenizer)}:"
                      f"{_tiny_spec()}:weights={digest.hexdigest()[:16]}")
         return enc

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LanguageBindTower", "TextConfig", "VisionConfig"]
+__all__ = ["LanguageBindTower", "TextConfig", "VisionConfig", "init_random_"]
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -288,17 +288,24 @@ class LanguageBindTower(nn.Module):
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.visual_projection(self.vision_model(pixel_values))
 
-    @torch.no_grad()
     def init_random_(self, generator: torch.Generator) -> LanguageBindTower:
-        """CLIP-style random weights from `generator`: embeddings N(0, 0.02^2), other weights N(0, 1 / fan_in),
-        LayerNorms at identity, biases zero. For the tiny random towers."""
-        norms = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
-        for name, p in self.named_parameters():
-            if name == "logit_scale":
-                continue
-            if id(p) in norms or name.endswith(".bias"):
-                p.copy_(torch.ones_like(p) if id(p) in norms and name.endswith(".weight") else torch.zeros_like(p))
-                continue
-            std = 0.02 if "embedding" in name else p[0].numel() ** -0.5
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
-        return self
+        """CLIP-style random weights from `generator` (`init_random_`). For the tiny random towers."""
+        return init_random_(self, generator)
+
+
+@torch.no_grad()
+def init_random_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """CLIP-style random weights drawn from `generator`, parameter by parameter in `named_parameters` order:
+    embeddings N(0, 0.02^2), other matrices and kernels N(0, 1 / fan_in), LayerNorms at identity, biases zero;
+    other vectors (e.g. layer scales) and scalars (`logit_scale`) keep the value the module was built with. Draws
+    nothing from the global random state, so the same generator seed gives the same weights in any process."""
+    norms = {id(p) for m in module.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    for name, p in module.named_parameters():
+        if id(p) in norms or name.endswith(".bias"):
+            p.copy_(torch.ones_like(p) if id(p) in norms and name.endswith(".weight") else torch.zeros_like(p))
+            continue
+        if "embedding" not in name and p.dim() < 2:
+            continue
+        std = 0.02 if "embedding" in name else p[0].numel() ** -0.5
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * std)
+    return module

@@ -45,7 +45,16 @@ LUFS_PREDICTOR_PRESETS = {
     "s": LufsPredictorConfig(name="s", depth=12, heads=8),
     "l": LufsPredictorConfig(name="l", depth=14, heads=12),
     "tiny": LufsPredictorConfig(name="tiny", feature_dim=32, dim=32, depth=2, heads=2),
+    # the shipped demo model's, on the demo's small DINOv2 (`DEMO_DINOV2`: 64-d features)
+    "demo": LufsPredictorConfig(name="demo", feature_dim=64, dim=128, depth=4, heads=4),
 }
+
+# Sizes of the small DINOv2 the demo model ships (seeded random weights, `save_random_dinov2`) and of the tiny one
+# the nodes offer; `resize` / `crop` are its preprocessing (SynthFoley's 128 x 128 frames, centre 112 = 8 x 8 patches).
+DEMO_DINOV2 = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 112,
+               "patch_size": 14, "resize": 128, "crop": 112}
+TINY_DINOV2 = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 56,
+               "patch_size": 14, "resize": 64, "crop": 56}
 
 
 class LufsPredictor(nn.Module):
@@ -77,9 +86,10 @@ class LufsPredictor(nn.Module):
         return torch.sigmoid(self.head(x)).transpose(1, 2)
 
 
-def save_predictor(model: LufsPredictor, path: str | os.PathLike) -> Path:
-    """Write T_LUFS weights and config to a safetensors file (atomically)."""
-    meta = {"format": PREDICTOR_FORMAT, "config": json.dumps(asdict(model.config))}
+def save_predictor(model: LufsPredictor, path: str | os.PathLike, *,
+                   metadata: dict[str, str] | None = None) -> Path:
+    """Write T_LUFS weights and config to a safetensors file (atomically), with extra string `metadata`."""
+    meta = {**(metadata or {}), "format": PREDICTOR_FORMAT, "config": json.dumps(asdict(model.config))}
     return write_module(model, path, metadata=meta)
 
 
@@ -169,6 +179,46 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
         kwargs = {"resize": size.get("shortest_edge", 256), "crop": crop.get("height", 224),
                   "mean": tuple(cfg.get("image_mean", IMAGENET_MEAN)), "std": tuple(cfg.get("image_std", IMAGENET_STD))}
     return FrameFeatures(model, **kwargs)
+
+
+def random_dinov2(*, seed: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int,
+                  image_size: int, patch_size: int, resize: int, crop: int) -> FrameFeatures:
+    """DINOv2's architecture (transformers `Dinov2Model`) at the given sizes with seeded random weights
+    (`languagebind_towers.init_random_`: the same seed gives the same weights in any process), as `FrameFeatures`
+    preprocessing frames to `resize` / `crop`. Its features carry no learned meaning."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from .languagebind_towers import init_random_
+
+    config = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                          num_attention_heads=num_attention_heads, image_size=image_size, patch_size=patch_size)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # the constructor's init draws globally
+        model = init_random_(Dinov2Model(config), torch.Generator().manual_seed(seed))
+    return FrameFeatures(model.eval().requires_grad_(False), resize=resize, crop=crop)
+
+
+def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) -> Path:
+    """Write `random_dinov2(seed=seed, **sizes)` as a Hugging Face DINOv2 folder (config.json with only the chosen
+    sizes, model.safetensors, preprocessor_config.json) that `load_dinov2` reads; the same arguments give the same
+    bytes. Returns the folder."""
+    from safetensors.torch import save_file
+
+    from ._fs import atomic_write_path
+
+    features = random_dinov2(seed=seed, **sizes)
+    root = Path(folder).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "dinov2", **{k: v for k, v in sizes.items() if k not in ("resize", "crop")}}
+    processor = {"do_resize": True, "size": {"shortest_edge": sizes["resize"]}, "do_center_crop": True,
+                 "crop_size": {"height": sizes["crop"], "width": sizes["crop"]}, "do_normalize": True,
+                 "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+                 "image_processor_type": "BitImageProcessor"}
+    for name, data in (("config.json", config), ("preprocessor_config.json", processor)):
+        (root / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    state = {k: v.contiguous() for k, v in features.model.state_dict().items()}
+    with atomic_write_path(root / "model.safetensors") as tmp:
+        save_file(state, tmp, metadata={"format": "pt"})
+    return root
 
 
 @torch.inference_mode()

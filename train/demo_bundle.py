@@ -1,0 +1,82 @@
+"""`triergon demo bundle`: the shipped demo folder (`triergon_core/demo.py`) from three training runs.
+
+The Tri-Ergon checkpoint takes its VAE from the VAE run's EMA and its DiT and conditioner from the DiT run's EMA;
+T_LUFS comes from the T_LUFS run's EMA; the encoder folders are rebuilt (they are seeded, so they are the ones the
+caches were made with). A part whose run is not given gets seeded random weights of its preset, and the file says
+so in its metadata (`"trained": "false"`, `"trained_parts"`): the placeholders shipped until trained weights exist.
+Weights are stored in float16.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..triergon_core.checkpoint import save_checkpoint
+from ..triergon_core.demo import DemoFiles, write_demo_encoders
+from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+from ..triergon_core.model import build_model
+from ..triergon_core.presets import get_preset
+from .export import load_run
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDER_SEED = 0
+
+
+def _run_model(run_dir: str | os.PathLike, trainer: str, what: str):
+    model, config, source = load_run(run_dir)
+    if config.trainer != trainer:
+        raise ValueError(f"{what} {run_dir} is a {config.trainer} run; a {trainer} run is expected")
+    if config.model.preset != "demo" or (trainer != "lufs" and model.config != get_preset("demo")):
+        raise ValueError(f"{what} {run_dir} trained preset {config.model.preset!r}; the demo bundle takes 'demo' runs")
+    return model, source
+
+
+def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = None,
+                dit: str | os.PathLike | None = None, lufs: str | os.PathLike | None = None) -> DemoFiles:
+    """Write the demo weights folder `output` (model, T_LUFS, encoders; MODEL_CARD.md is left as it is).
+
+    Args:
+        output: the folder (the repository's `weights/demo` to ship them).
+        vae: the `synthfoley-vae` run folder; None: placeholder VAE.
+        dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
+        lufs: the `synthfoley-lufs` run folder; None: placeholder T_LUFS.
+    """
+    files = write_demo_encoders(output)
+    model = build_model("demo", seed=PLACEHOLDER_SEED)
+    sources, parts, dit_vae = [], [], None
+    if dit is not None:
+        trained, source = _run_model(dit, "dit", "--dit")
+        model.dit.load_state_dict(trained.dit.state_dict())
+        model.conditioner.load_state_dict(trained.conditioner.state_dict())
+        dit_vae = trained.vae.state_dict()
+        sources.append(f"dit, conditioner: {source}")
+        parts += ["dit", "conditioner"]
+    if vae is not None:
+        trained, source = _run_model(vae, "vae", "--vae")
+        model.vae.load_state_dict(trained.vae.state_dict())
+        sources.append(f"vae: {source}")
+        parts.append("vae")
+        if dit_vae is not None and not all(torch.allclose(dit_vae[k], v, rtol=1e-3, atol=1e-4)
+                                           for k, v in model.vae.state_dict().items()):
+            logger.warning("the DiT run started from another VAE than the VAE run's EMA (model.init): its latents "
+                           "may not be this VAE's; export the VAE run and cache with that file")
+    placeholder = f"placeholder: seeded random weights (seed {PLACEHOLDER_SEED})"
+    meta = {"trained": "true" if {"vae", "dit"} <= set(parts) else "false", "trained_parts": ",".join(parts) or "none",
+            "trained_by": "; ".join(sources) or placeholder}
+    save_checkpoint(model.to(torch.float16), files.model, metadata=meta)
+    if lufs is not None:
+        predictor, source = _run_model(lufs, "lufs", "--lufs")
+        lufs_meta = {"trained": "true", "trained_by": source}
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PLACEHOLDER_SEED)
+            predictor = LufsPredictor(config=LUFS_PREDICTOR_PRESETS["demo"])
+        lufs_meta = {"trained": "false", "trained_by": placeholder}
+    save_predictor(predictor.to(torch.float16), files.predictor, metadata=lufs_meta)
+    logger.info("wrote the demo weights to %s (model: %s; T_LUFS: %s)", files.root, meta["trained_by"],
+                lufs_meta["trained_by"])
+    return files

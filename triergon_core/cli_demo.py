@@ -1,0 +1,82 @@
+"""`triergon demo`: the main job on the shipped demo model; `demo bundle` / `demo encoders` rebuild its folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _fmt(mae: tuple[float, ...]) -> str:
+    return " / ".join(f"{m:.1f}" for m in mae) + " LU (L / R)"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .demo import DemoFiles, run_demo
+    from .sampling import PAPER_SAMPLING, SamplingSettings
+
+    settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=PAPER_SAMPLING.sampler)
+    files = DemoFiles(args.weights) if args.weights else None
+    with tqdm(total=settings.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
+        result = run_demo(args.output, seed=args.seed, seconds=args.seconds, steps=settings.steps,
+                          cfg_scale=settings.cfg_scale, files=files,
+                          callback=lambda step, total, x0: bar.update(step - bar.n))
+    p = result.paths
+    print(f"SynthFoley clip (seed {args.seed}, {result.seconds:g} s): {result.caption!r}")
+    print(f"wrote {p['video']} (the rendered clip with its own sound)")
+    print(f"wrote {p['curve']} (T_LUFS's loudness curve; MAE against the clip's own sound "
+          f"{_fmt(result.prediction_mae)})")
+    print(f"wrote {p['audio']} (generated stereo 44.1 kHz; MAE against the predicted curve "
+          f"{_fmt(result.generation_mae)})")
+    print(f"wrote {p['muxed']} (the clip with the generated sound)")
+    print(f"wrote {p['plot']} (predicted vs measured loudness)")
+    note = "" if result.trained else " with UNTRAINED placeholder weights (noise-like sound)"
+    print(f"done in {result.elapsed:.1f} s{note}")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from ..train.demo_bundle import bundle_demo
+
+    files = bundle_demo(args.output, vae=args.vae, dit=args.dit, lufs=args.lufs)
+    for path in (files.model, files.predictor, files.languagebind, files.dinov2):
+        print(f"wrote {path}")
+    return 0
+
+
+def _encoders(args: argparse.Namespace) -> int:
+    from .demo import write_demo_encoders
+
+    files = write_demo_encoders(args.output)
+    print(f"wrote {files.languagebind}\nwrote {files.dinov2}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.action != "bundle" and (args.vae or args.dit or args.lufs):
+        raise ValueError("--vae, --dit and --lufs go with `triergon demo bundle`")
+    return {None: _run, "bundle": _bundle, "encoders": _encoders}[args.action](args)
+
+
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo", help="the main job on the shipped demo model: SynthFoley clip -> T_LUFS curve -> stereo audio, "
+        "WAV, muxed MP4 and a plot", description="Render a SynthFoley clip, predict its loudness curve with "
+        "T_LUFS, generate its sound with the demo model and write the WAV, the clip with the sound muxed in and a "
+        "plot of predicted vs measured loudness into -o. `demo bundle` writes a demo weights folder from training "
+        "runs (placeholders for parts not given); `demo encoders` rebuilds only its seeded encoder folders.")
+    demo.add_argument("action", nargs="?", choices=("bundle", "encoders"), help="bundle: write the demo weights "
+                      "folder -o from runs; encoders: rebuild its languagebind/ and dinov2/ folders")
+    demo.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (for bundle / encoders: "
+                      "the weights folder, e.g. weights/demo)")
+    demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0)")
+    demo.add_argument("--seconds", type=float, default=5.0, help="clip duration, at most 10 (default 5)")
+    demo.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
+    demo.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    demo.add_argument("--weights", metavar="DIR", help="a demo weights folder (default: the shipped one)")
+    demo.add_argument("--vae", metavar="RUN", help="bundle: the synthfoley-vae run folder (its EMA VAE)")
+    demo.add_argument("--dit", metavar="RUN", help="bundle: the synthfoley-dit run folder (its EMA DiT and "
+                      "conditioner)")
+    demo.add_argument("--lufs", metavar="RUN", help="bundle: the synthfoley-lufs run folder (its EMA T_LUFS)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo)
