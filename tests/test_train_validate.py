@@ -13,7 +13,7 @@ from triergon.train.config import apply_overrides
 from triergon.train.distributed import init_distributed
 from triergon.train.recipes import get_recipe
 from triergon.train.trainers import trainer_class
-from triergon.train.validate import load_vae, reconstruction_scores, validate_run
+from triergon.train.validate import load_checkpoint_of_run, predictor_scores, reconstruction_scores, validate_run
 
 
 class _Scaled(torch.nn.Module):
@@ -63,8 +63,8 @@ def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
     assert validate_run(tmp_path, train_data["shards"], limit=2) == rows
     assert (tmp_path / "validation.jsonl").read_text().splitlines() == lines
     assert json.loads(lines[0])["step"] == 1
-    vae, step = load_vae(sorted((tmp_path / "checkpoints").iterdir())[-1])
-    assert step == 2 and not vae.training
+    vae, trainer, step = load_checkpoint_of_run(tmp_path, sorted((tmp_path / "checkpoints").iterdir())[-1])
+    assert (trainer, step) == ("vae", 2) and not vae.training
 
 
 def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path):
@@ -84,3 +84,33 @@ def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path
     before, now = load_checkpoint(start).vae, load_checkpoint(after).vae
     assert all(torch.equal(v, now.encoder.state_dict()[k]) for k, v in before.encoder.state_dict().items())
     assert any(not torch.equal(v, now.decoder.state_dict()[k]) for k, v in before.decoder.state_dict().items())
+
+
+class _Constant(torch.nn.Module):
+    """A stand-in T_LUFS predicting `value` (normalised) everywhere."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.config = type("C", (), {"max_frames": 360, "rate": 6.0})()
+
+    def forward(self, features):
+        return torch.full((features.shape[0], 2, features.shape[1]), self.value)
+
+
+def test_predictor_scores_in_lu_over_audible_frames():
+    # measured -35 LUFS on audible frames and -65 (left out) on the rest; predicted 0.5 -> -35 LUFS
+    lufs = torch.tensor([[-35.0, -35.0, -65.0], [-35.0, -65.0, -65.0]])
+    item = {"dinov2": torch.zeros(3, 4), "lufs": lufs}
+    exact = predictor_scores(_Constant(0.5), [item])
+    assert (exact.mae, exact.bias, exact.clips) == (0.0, 0.0, 1)
+    s = predictor_scores(_Constant(0.6), [item])  # -28 LUFS: 7 LU too loud on the 3 audible frames
+    assert s.mae == pytest.approx(7.0, abs=1e-4) and s.bias == pytest.approx(7.0, abs=1e-4) and s.clips == 1
+
+
+def test_validate_run_scores_a_lufs_run(train_data, tmp_path):
+    config = apply_overrides(get_recipe("cpu-smoke-lufs"), [f"data.path={train_data['cache']}", "run.steps=1",
+                                                            "run.save_every=1", "run.sample_every=0"])
+    trainer_class("lufs")(config, init_distributed(device="cpu"), tmp_path).fit()
+    rows = validate_run(tmp_path, train_data["cache"], limit=3)
+    assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 3 and rows[0]["mae"] > 0

@@ -1,9 +1,10 @@
-"""Validation of a VAE run: reconstruction scores of its checkpoints on whole clips of a shard folder.
+"""Validation of VAE and T_LUFS runs: scores of each checkpoint on whole clips of the validation split.
 
-`python -m triergon.train.validate RUN_DIR --data SHARDS` scores every checkpoint of the run that is not yet in
-`RUN_DIR/validation.jsonl` (one line per checkpoint: step, multi-resolution STFT distance, per-window loudness
-error and bias), so that it can run beside a training run and be repeated; the lines are the validation curve
-of the model card.
+`python -m triergon.train.validate RUN_DIR --data FOLDER` scores every checkpoint of the run that is not yet in
+`RUN_DIR/validation.jsonl`, one line per checkpoint, so that it can run beside a training run and be repeated; the
+lines are the validation curves of the model card. VAE runs read a shard folder and give the multi-resolution
+STFT distance and the per-window loudness error and bias of the reconstructions; T_LUFS runs read a cache folder
+(with DINOv2 features) and give the predicted curve's error in LU.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..triergon_core.audio import load_audio
+from ..triergon_core.lufs_curve import LufsCurve
+from ..triergon_core.lufs_predictor import LufsPredictor
 from ..triergon_core.vae import OobleckVAE
-from .checkpointing import CheckpointManager, read_config
-from .config import TrainConfig
+from .checkpointing import _NAME, CheckpointManager
+from .data.cache import CacheIndex
 from .data.shards import ShardIndex
-from .export import _weights
+from .export import load_run
 from .losses import window_loudness
 
 logger = logging.getLogger(__name__)
@@ -66,38 +70,81 @@ def reconstruction_scores(vae: OobleckVAE, clips: list[torch.Tensor]) -> Reconst
                                 loudness_bias=float(d.mean()), clips=len(clips))
 
 
-def load_vae(checkpoint: Path, *, ema: bool = True) -> tuple[OobleckVAE, int]:
-    """The VAE (EMA weights by default) of one checkpoint folder of a VAE run, and its step."""
-    from ..triergon_core.presets import get_preset
+@dataclass(frozen=True)
+class PredictorScores:
+    """Args:
+        mae: mean |predicted - measured| loudness per channel and 1/6 s frame (LU), over frames whose measured
+            loudness is above -60 LUFS (the frames `lufs_tracking` scores).
+        bias: the same difference, signed.
+        clips: how many clips were scored.
+    """
 
-    config = TrainConfig.from_dict(read_config(checkpoint))
-    if config.trainer != "vae":
-        raise ValueError(f"{checkpoint} is a checkpoint of a {config.trainer} run, not of a VAE run")
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
-    vae = OobleckVAE(config=get_preset(config.model.preset).vae)
-    vae.load_state_dict(_weights(state["parts"]["vae"], ema=ema))
-    return vae.eval(), int(state["step"])
+    mae: float
+    bias: float
+    clips: int
+
+
+@torch.inference_mode()
+def predictor_scores(predictor: LufsPredictor, items: list[dict[str, torch.Tensor]]) -> PredictorScores:
+    """T_LUFS's curves for cached clips (`dinov2` features [T, D], measured `lufs` [2, T] in LUFS) against the
+    measured ones, in LU (the prediction's [0, 1] scale mapped back as the conditioning maps it)."""
+    diffs = []
+    for item in items:
+        frames = min(item["dinov2"].shape[0], item["lufs"].shape[-1], predictor.config.max_frames)
+        pred = predictor(item["dinov2"][:frames][None].float())[0].clamp(0, 1)
+        predicted = LufsCurve.from_normalized(pred, rate=predictor.config.rate).values
+        measured = item["lufs"][:, :frames].float()
+        diffs.append((predicted - measured)[measured > SILENCE])
+    d = torch.cat(diffs)
+    return PredictorScores(mae=float(d.abs().mean()), bias=float(d.mean()), clips=len(items))
+
+
+def load_checkpoint_of_run(run_dir: str | os.PathLike, checkpoint: Path, *, ema: bool = True) -> tuple[Any, str, int]:
+    """(the VAE or the T_LUFS, the run's trainer, the step) of one checkpoint folder of a run."""
+    model, config, _ = load_run(run_dir, ema=ema, checkpoint=checkpoint)
+    if config.trainer not in ("vae", "lufs"):
+        raise ValueError(f"{run_dir} is a {config.trainer} run: validation scores VAE and T_LUFS runs")
+    step = int(_NAME.match(checkpoint.name).group(1))
+    return (model.vae if config.trainer == "vae" else model), config.trainer, step
 
 
 def read_clips(shards: str | os.PathLike, *, limit: int | None = None) -> list[torch.Tensor]:
     index = ShardIndex(shards)
-    keys = list(index)[:limit]
-    return [load_audio(index.read(i, "flac")) for i in keys]
+    return [load_audio(index.read(i, "flac")) for i in list(index)[:limit]]
 
 
-def validate_run(run_dir: str | os.PathLike, shards: str | os.PathLike, *, limit: int | None = None,
+def read_cache(cache: str | os.PathLike, *, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
+    index = CacheIndex(cache)
+    items = [index.item(i) for i in range(min(len(index), limit or len(index)))]
+    if items and "dinov2" not in items[0]:
+        raise ValueError(f"{cache} has no DINOv2 features: build it with `triergon data cache --dinov2 DIR`")
+    return items
+
+
+def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: int | None = None,
                  ema: bool = True) -> list[dict]:
-    """Score the run's checkpoints not yet in `validation.jsonl`, append them, and return all lines."""
+    """Score the run's checkpoints not yet in `validation.jsonl`, append them, and return all lines.
+
+    Args:
+        run_dir: a VAE or T_LUFS run folder.
+        data: the validation split's shard folder (VAE) or cache folder with DINOv2 features (T_LUFS).
+        limit: score only the first `limit` clips.
+        ema: the EMA weights (default) rather than the raw ones.
+    """
     out = Path(run_dir) / "validation.jsonl"
     lines = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
     done = {x["step"] for x in lines}
     clips = None
     for path in CheckpointManager(run_dir, rank=0, world_size=1).all():
-        vae, step = load_vae(path, ema=ema)
-        if step in done:
+        if int(_NAME.match(path.name).group(1)) in done:
             continue
-        clips = clips if clips is not None else read_clips(shards, limit=limit)
-        row = {"step": step, **asdict(reconstruction_scores(vae, clips))}
+        model, trainer, step = load_checkpoint_of_run(run_dir, path, ema=ema)
+        if trainer == "vae":
+            clips = clips if clips is not None else read_clips(data, limit=limit)
+            row = {"step": step, **asdict(reconstruction_scores(model, clips))}
+        else:
+            clips = clips if clips is not None else read_cache(data, limit=limit)
+            row = {"step": step, **asdict(predictor_scores(model, clips))}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         lines.append(row)
@@ -107,8 +154,9 @@ def validate_run(run_dir: str | os.PathLike, shards: str | os.PathLike, *, limit
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m triergon.train.validate", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="a VAE run folder")
-    parser.add_argument("--data", required=True, help="shard folder of the validation split")
+    parser.add_argument("run_dir", help="a VAE or T_LUFS run folder")
+    parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE runs) or a cache "
+                                                      "folder with DINOv2 features (T_LUFS runs)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     args = parser.parse_args(argv)
