@@ -73,9 +73,9 @@ def test_compiled_and_offload_variants(tmp_path, capsys, monkeypatch):
                  "offload", "--compile", "default", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "compiled (default) 0.5 s: first (2-step) generation" in text
-    assert "| compiled:default |" in text and "| offload |" in text
+    assert "| compiled:default@eager |" in text and "| offload |" in text
     rows = json.loads(out.read_text())
-    assert [r["variant"] for r in rows] == ["cached", "compiled:default", "offload"]
+    assert [r["variant"] for r in rows] == ["cached", "compiled:default@eager", "offload"]
     model = triergon.build_model("tiny", seed=0)
     time_generation(model, seconds=0.5, steps=1, variant="offload")
     assert next(model.vae.parameters()).device.type == "cpu"  # the offloaded VAE lives on the CPU

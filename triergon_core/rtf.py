@@ -10,6 +10,7 @@ input, are cached across runs, and are absent with random weights. Used by `trie
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import sys
 import time
@@ -20,7 +21,7 @@ import torch
 from .config import DiTConfig
 from .generate import compute_dtype, initial_noise, prepare_conditions, staged
 from .model import TriErgon
-from .sampling import GuidedDenoiser, check_compile, sample
+from .sampling import COMPILE_BACKEND_ENV, GuidedDenoiser, check_compile, sample
 
 # reference: every step recomputes what is constant (the path `GuidedDenoiser(cache_conditioning=False)` keeps
 # as the oracle); cached: the conditioning prepared once per generation (what `generate` does); compiled: cached
@@ -182,7 +183,10 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     frames = noise.shape[-1]
     rows = 1 if cfg_scale == 1.0 else 2
     flops = steps * dit_flops(model.config.dit, frames=frames, tokens=context.shape[1], batch=rows)
-    name = f"compiled:{compile}" if variant == "compiled" else variant
+    name = variant
+    if variant == "compiled":  # the backend named when it is not inductor: such a row is no measurement
+        backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
+        name = f"compiled:{compile}" + ("" if backend == "inductor" else f"@{backend}")
     return Timing(preset=model.config.name, seconds=seconds, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
                   variant=name, dtype=dtype or str(param.dtype).removeprefix("torch."), device=str(device),
                   conditions_s=t1 - t0, sampling_s=t2 - t1, decode_s=t3 - t2, encoders_s=encoders_s,
