@@ -14,8 +14,8 @@
 # otherwise a venv with --system-site-packages is made, for the same reason. Nothing is carried.
 # Order (most important first, each step under `timeout`, skipped when the budget is spent): the whole kernel
 # test suite on the card (attention and Snake, bf16 included, seeded by tests/conftest.py), the card's
-# ceilings, the RTF of the presets (eager reference path vs the optimised one, bf16), then the kernel
-# benchmarks. It prints one table and writes it to benchmarks/results/<date>-<card>.md. Exit status: 0 all
+# ceilings, the RTF of the presets (eager reference path vs the optimised ones: conditioning prepared once, the
+# step compiled with CUDA graphs; and the offloaded VAE's memory and cost; bf16), then the kernel benchmarks. It prints one table and writes it to benchmarks/results/<date>-<card>.md. Exit status: 0 all
 # passed, 1 a step failed or timed out, 2 no GPU, 3 the install failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 3
@@ -120,20 +120,26 @@ step "kernel tests (attention, Snake, backend switch) on the card" 300 \
 step "ceilings" 60 "$PY" benchmarks/ceilings.py --out "$RAW/ceilings.json"
 ceiling=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1])).get('matmul_tflops') or '')" \
     "$RAW/ceilings.json" 2> /dev/null)
+ALL=reference,cached,compiled,offload
 if ((DRY)); then
-    # preset seconds steps dtype limit
-    CASES=("tiny 1 3 float32 120" "tiny 2 2 bfloat16 120")
+    # preset seconds steps dtype limit variants; the compiled step traced by Dynamo only (inductor's code
+    # generation takes minutes on a CPU)
+    export TRIERGON_COMPILE_BACKEND=eager
+    CASES=("tiny 1 3 float32 150 $ALL" "tiny 2 2 bfloat16 120 reference,cached")
 else
-    CASES=("triergon-l 60 100 bfloat16 150" "triergon-l 60 25 bfloat16 90" "triergon-s 10 100 bfloat16 90"
-        "sao-1.0 10 100 bfloat16 90" "triergon-l 60 100 float32 150")
+    # the first compilation of a preset takes a minute or two (inductor's cache on disk serves the later cases)
+    CASES=("triergon-l 60 100 bfloat16 270 $ALL" "triergon-l 60 25 bfloat16 120 reference,cached,compiled"
+        "triergon-s 10 100 bfloat16 150 $ALL" "sao-1.0 10 100 bfloat16 90 reference,cached"
+        "triergon-l 60 100 float32 150 reference,cached")
 fi
 for case in "${CASES[@]}"; do
-    read -r preset seconds steps dtype limit <<< "$case"
+    read -r preset seconds steps dtype limit variants <<< "$case"
     step "RTF $preset ${seconds} s, $steps steps, $dtype" "$limit" \
         "$PY" -m benchmarks.bench_rtf --preset "$preset" --seconds "$seconds" --steps "$steps" --dtype "$dtype" \
-        --cfg-scale 7 --sampler dpmpp-2m ${ceiling:+--ceiling-tflops "$ceiling"} \
-        --json "$RAW/rtf-$preset-$seconds-$steps-$dtype.json"
+        --cfg-scale 7 --sampler dpmpp-2m --variants ${variants//,/ } --compile reduce-overhead \
+        ${ceiling:+--ceiling-tflops "$ceiling"} --json "$RAW/rtf-$preset-$seconds-$steps-$dtype.json"
 done
+unset TRIERGON_COMPILE_BACKEND
 
 # (e) the kernel benchmarks (ours vs eager / torch.compile / SDPA) with what is left
 if ((DRY)); then

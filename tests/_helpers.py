@@ -106,9 +106,15 @@ class CountingEncoders:
         self.inner = LanguageBindEncoders.tiny_random(embed_dim=dim, seed=TINY_SEED if seed is None else seed)
         self.identity, self.embed_dim = self.inner.identity, self.inner.embed_dim
         self.calls = {"text": 0, "audio": 0, "video": 0, "video-file": 0}
+        self.moves: list[str] = []  # the devices `to` was given, in order
 
     def require(self, modalities):
         self.inner.require(modalities)
+
+    def to(self, device):
+        self.moves.append(str(device))
+        self.inner.to(device)
+        return self
 
     def encode_text(self, texts):
         self.calls["text"] += len(texts)

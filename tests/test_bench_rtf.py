@@ -14,7 +14,8 @@ from triergon.triergon_core import dit as dit_module
 from triergon.triergon_core.cli import main
 from triergon.triergon_core.config import DiTConfig
 from triergon.triergon_core.dit import DiT
-from triergon.triergon_core.rtf import dit_flops, time_generation
+from triergon.triergon_core.rtf import dit_flops, format_summary, time_generation
+from triergon.triergon_core.sampling import COMPILE_BACKEND_ENV
 
 
 @pytest.mark.parametrize("config", [
@@ -63,3 +64,36 @@ def test_bench_cli(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == ["reference", "cached"] and all(r["rtf"] > 0 for r in rows)
     assert main(["bench", "--seconds", "99", "--steps", "1"]) == 2  # beyond the tiny preset's 60 s window
+
+
+def test_compiled_and_offload_variants(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "eager")  # Dynamo's capture without inductor's minutes on a CPU
+    out = tmp_path / "rtf.json"
+    assert main(["bench", "--seconds", "0.5", "--steps", "2", "--threads", "1", "--variants", "cached", "compiled",
+                 "offload", "--compile", "default", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "compiled (default) 0.5 s: first (2-step) generation" in text
+    assert "| compiled:default@eager |" in text and "| offload |" in text
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["cached", "compiled:default@eager", "offload"]
+    model = triergon.build_model("tiny", seed=0)
+    time_generation(model, seconds=0.5, steps=1, variant="offload")
+    assert next(model.vae.parameters()).device.type == "cpu"  # the offloaded VAE lives on the CPU
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        time_generation(model, seconds=0.5, steps=1, variant="compiled", compile="fast")
+
+
+def test_summary_table_names_the_fastest_optimised_variant():
+    def row(variant, wall, peak_gib):
+        return {"preset": "p", "seconds": 10.0, "steps": 100, "sampler": "dpmpp-2m", "dtype": "bfloat16",
+                "variant": variant, "wall_s": wall, "rtf": wall / 10, "peak_memory_bytes": peak_gib * 2**30,
+                "dit_tflops": 100.0 / wall, "ceiling_tflops": 400.0}
+
+    rows = [row("reference", 4.0, 3), row("cached", 2.0, 3), row("compiled:reduce-overhead", 1.0, 3),
+            row("offload", 2.5, 2)]
+    table = format_summary(rows).splitlines()
+    assert table[0].startswith("| preset | seconds | steps | sampler | dtype | eager s | optimised s | optimised by |")
+    assert table[2] == ("| p | 10 | 100 | dpmpp-2m | bfloat16 | 4.000 | 1.000 | compiled:reduce-overhead | 4.00x "
+                        "| 0.1000 | 3.00 GiB | 100 (25%) | 2.500 / 2.00 GiB |")
+    eager_only = format_summary([row("reference", 4.0, 3)]).splitlines()[2]
+    assert eager_only == "| p | 10 | 100 | dpmpp-2m | bfloat16 | 4.000 | - | - | - | 0.4000 | 3.00 GiB | 25 (6%) | - |"

@@ -158,3 +158,44 @@ def test_cli_generate_dtype(tmp_path):
     assert main(["generate", "--seconds", "0.5", "--steps", "2", "--dtype", "bfloat16", "-q", "-o", str(out)]) == 0
     audio = triergon.load_audio(out)
     assert audio.shape == (2, 22050) and torch.isfinite(audio).all()
+
+
+def test_offload_moves_the_vae_and_encoders_only_for_their_stage(monkeypatch):
+    """With offload the VAE and the encoders are on the CPU while the DiT samples and visit the DiT's device for
+    their stage only; the audio equals the path without offload. On the CPU both devices are the CPU, so the
+    order of the moves is what is checked."""
+    from _helpers import CountingEncoders
+
+    model = triergon.build_model("tiny", seed=0)
+    perturb_(model.dit, seed=1)
+    encoders = CountingEncoders()
+    kwargs = dict(seconds=0.5, steps=2, seed=0, text="rain")
+    ref = triergon.generate(model, encoders=encoders, **kwargs)
+    assert encoders.moves == []  # nothing moves without offload
+
+    events: list[str] = []
+    vae_to = model.vae.to
+    monkeypatch.setattr(model.vae, "to", lambda device: events.append(f"vae->{device}") or vae_to(device))
+    monkeypatch.setattr(encoders, "encode_text", lambda texts, encode=encoders.encode_text: (
+        events.append(f"encode after {len(encoders.moves)} move"), encode(texts))[1])
+    model.dit.register_forward_hook(lambda *_: events.append("dit step"))
+    model.vae.decoder.register_forward_hook(lambda *_: events.append("decode"))
+    out = triergon.generate(model, encoders=encoders, offload=True, **kwargs)
+    assert torch.equal(out, ref)
+    assert events == ["vae->cpu", "encode after 1 move", "dit step", "dit step", "vae->cpu", "decode", "vae->cpu"]
+    assert encoders.moves == ["cpu", "cpu"]  # to the DiT's device (here the CPU) for encoding, then home
+
+
+@pytest.mark.slow  # two generations and a compilation: about a minute here
+def test_cli_generate_compile_and_offload(tmp_path, monkeypatch):
+    from triergon.triergon_core.cli import main
+    from triergon.triergon_core.sampling import COMPILE_BACKEND_ENV
+
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "eager")  # Dynamo's capture without inductor's minutes on a CPU
+    outs = [tmp_path / "eager.wav", tmp_path / "fast.wav"]
+    assert main(["generate", "--seconds", "0.5", "--steps", "2", "-q", "-o", str(outs[0])]) == 0
+    assert main(["generate", "--seconds", "0.5", "--steps", "2", "--compile", "default", "--offload", "-q",
+                 "-o", str(outs[1])]) == 0
+    assert torch.equal(triergon.load_audio(outs[1]), triergon.load_audio(outs[0]))
+    with pytest.raises(SystemExit):
+        main(["generate", "--seconds", "0.5", "--compile", "fast", "-o", str(tmp_path / "x.wav")])

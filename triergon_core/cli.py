@@ -23,7 +23,7 @@ from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
-from .sampling import PAPER_SAMPLING, SAMPLERS, SamplingSettings
+from .sampling import COMPILE_MODES, PAPER_SAMPLING, SAMPLERS, SamplingSettings
 from .video import probe_video
 
 logger = logging.getLogger("triergon")
@@ -88,24 +88,28 @@ def _generate(args: argparse.Namespace) -> int:
         lufs = LufsCurve.measure(load_audio(args.lufs_from))
     fit_lufs(config, lufs, seconds, args.lufs_fit)
     reference = load_audio(args.audio) if args.audio else None
-    encoders = load_languagebind(args.languagebind, device=device) if args.languagebind else None
+    # with --offload the encoders and the VAE live on the CPU and visit the device for their stage only
+    home = torch.device("cpu") if args.offload else device
+    encoders = load_languagebind(args.languagebind, device=home) if args.languagebind else None
     requested = [name for name, value in (("text", args.text), ("audio", args.audio), ("video", args.video)) if value]
     encoders = resolve_encoders(config, requested, encoders)
     cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
 
     if args.checkpoint:
         warn_if_untrained(args.checkpoint)
-        model = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
+        model = load_checkpoint(args.checkpoint, preset=args.preset, device=home)
     else:
         logger.warning("--preset %s without --checkpoint has random weights, so the output is noise-like (without "
                        "--preset, the shipped demo model is used)", config.name)
-        model = build_model(config, device=device, seed=RANDOM_WEIGHTS_SEED)
+        model = build_model(config, device=home, seed=RANDOM_WEIGHTS_SEED)
+    model.dit.to(device)
+    model.conditioner.to(device)
     with tqdm(total=settings.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
         audio = generate(model, seconds=seconds, video=args.video, text=args.text, audio=reference, lufs=lufs,
                          lufs_fit=args.lufs_fit, encoders=encoders, cache=cache, seed=args.seed,
                          batch_size=args.batch_size, steps=settings.steps, cfg_scale=settings.cfg_scale,
                          sampler=settings.sampler, callback=lambda step, total, x0: bar.update(step - bar.n),
-                         dtype=args.dtype)
+                         dtype=args.dtype, compile=args.compile, offload=args.offload)
     rate = model.config.sequence.sample_rate
     for path, clip in zip(paths, audio, strict=True):
         if muxing:
@@ -184,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument("--dtype", choices=DTYPES, help="run the DiT under autocast to this dtype (bfloat16 on a GPU: "
                      "about half the time and memory); default: the weights' dtype")
+    gen.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the sampling step: default, "
+                     "reduce-overhead (with CUDA graphs) or max-autotune; pays off on a GPU, after a first "
+                     "compilation of tens of seconds or more (README, Speed)")
+    gen.add_argument("--offload", action="store_true", help="keep the VAE and condition encoders on the CPU "
+                     "except while they run, for GPUs too small to hold them beside the DiT")
     gen.add_argument("--bits", type=int, choices=(16, 24, 32), help="output bit depth (default 16; 32 = float, "
                      "WAV only; with .mkv the FLAC track's: 16 or 24; not for AAC in .mp4 / .mov)")
     gen.add_argument("-o", "--output", required=True, help="output .wav / .flac, or .mp4 / .mkv / .mov: a copy of "

@@ -11,8 +11,8 @@ import torch
 from .generate import DTYPES
 from .model import build_model
 from .presets import PRESETS
-from .rtf import VARIANTS, format_table, time_generation, warm_up
-from .sampling import SAMPLERS
+from .rtf import DEFAULT_VARIANTS, VARIANTS, format_table, time_generation, warm_up
+from .sampling import COMPILE_MODES, SAMPLERS
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     parser.add_argument("--cfg-scale", type=float, default=7.0, help="CFG scale (default 7; 1 = no CFG batch)")
     parser.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp-2m")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                        help="reference (constant work every step) and/or cached (prepared once, as generate)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS),
+                        help="reference (constant work every step), cached (prepared once, as generate), compiled "
+                        "(cached, the step under torch.compile --compile), offload (cached, the VAE and encoders "
+                        "on the CPU but for their stage); default: reference cached")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="reduce-overhead",
+                        help="torch.compile mode of the compiled variant (default reduce-overhead: CUDA graphs)")
     parser.add_argument("--dtype", choices=DTYPES, help="autocast the DiT to this dtype (default: the weights')")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -52,9 +56,14 @@ def run_bench(args: argparse.Namespace) -> int:
     rows = []
     for seconds in args.seconds:
         for variant in args.variants:
-            warm_up(model, seconds=seconds, sampler=args.sampler, variant=variant, dtype=args.dtype)
+            warm_s = warm_up(model, seconds=seconds, sampler=args.sampler, variant=variant, dtype=args.dtype,
+                             compile=args.compile)
+            if variant == "compiled":
+                print(f"compiled ({args.compile}) {seconds:g} s: first (2-step) generation {warm_s:.1f} s, the "
+                      "compilation included")
             runs = [time_generation(model, seconds=seconds, steps=args.steps, cfg_scale=args.cfg_scale,
-                                    sampler=args.sampler, variant=variant, dtype=args.dtype, text=args.text)
+                                    sampler=args.sampler, variant=variant, dtype=args.dtype, compile=args.compile,
+                                    text=args.text)
                     for _ in range(args.repeats)]
             best = min(runs, key=lambda r: r.wall_s)
             logger.info("%s %g s %s: %.3f s wall, RTF %.3f", args.preset, seconds, variant, best.wall_s, best.rtf)

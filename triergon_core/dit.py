@@ -240,13 +240,16 @@ class ContinuousTransformer(nn.Module):
             x = layer(x, context, rotary, context_mask)
         return self.project_out(x)
 
+    def rotary_for(self, prepared: PreparedConditioning, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables of `length` positions, computed on first use and kept in `prepared`."""
+        if length not in prepared.rotary:
+            prepared.rotary[length] = self.rotary_pos_emb.cos_sin(length)
+        return prepared.rotary[length]
+
     def forward_prepared(self, x: torch.Tensor, prepend: torch.Tensor,
                          prepared: PreparedConditioning) -> torch.Tensor:
         x = self._input(x, prepend, prepared.frame_embed)
-        length = x.shape[1]
-        if length not in prepared.rotary:
-            prepared.rotary[length] = self.rotary_pos_emb.cos_sin(length)
-        rotary = prepared.rotary[length]
+        rotary = self.rotary_for(prepared, x.shape[1])
         for layer, cross in zip(self.layers, prepared.cross, strict=True):
             x = layer(x, cross, rotary)
         return self.project_out(x)

@@ -24,13 +24,16 @@ class ConditionEncoders(Protocol):
     cheaply (from config files, never by loading weights): a model's `conditioning.embed_dim` must equal it.
     `require` raises, again without loading weights, unless each named modality ("text", "audio", "video")
     can be encoded (e.g. its tower's folder is there), so a missing tower is reported before a model is built.
-    `encode_video_file` encodes the span [start, end] seconds of the file (end None: to its end).
+    `encode_video_file` encodes the span [start, end] seconds of the file (end None: to its end). `to(device)`
+    moves the towers (offloading: on the GPU only while they encode).
     """
 
     identity: str
     embed_dim: int
 
     def require(self, modalities: Collection[str]) -> None: ...
+
+    def to(self, device: torch.device | str) -> ConditionEncoders: ...
 
     def encode_text(self, texts: list[str]) -> torch.Tensor: ...
 

@@ -23,7 +23,7 @@ from .config import ModelConfig, frames_for
 from .encoders import ConditionEncoders, build_encoders
 from .lufs_curve import LufsCurve
 from .model import TriErgon
-from .sampling import PAPER_SAMPLING, GuidedDenoiser, SamplingSettings, StepCallback, sample
+from .sampling import PAPER_SAMPLING, GuidedDenoiser, SamplingSettings, StepCallback, check_compile, sample
 from .vae import ProgressFn
 
 Video = torch.Tensor | str | os.PathLike
@@ -117,11 +117,26 @@ def _presets_of_width(width: int) -> list[str]:
     return [name for name, make in PRESETS.items() if make().conditioning.embed_dim == width]
 
 
+@contextlib.contextmanager
+def staged(module: torch.nn.Module | ConditionEncoders | None, device: torch.device, offload: bool):
+    """With `offload`, `module` (anything with `.to(device)`: a VAE, condition encoders) is on `device` for the
+    block and back on the CPU after it, so that it holds no GPU memory while the DiT samples; without it (or
+    with no module) nothing moves."""
+    if not offload or module is None:
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to("cpu")
+
+
 def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = None,
                        audio: torch.Tensor | str | os.PathLike | None = None, video: Video | None = None,
                        video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None,
                        lufs_fit: str = "error", encoders: ConditionEncoders | None = None,
-                       cache: EmbeddingCache | None = None) -> Conditions:
+                       cache: EmbeddingCache | None = None, offload: bool = False) -> Conditions:
     """Encode the given inputs once into `Conditions` (batch of one; `Conditions.repeat` widens it).
 
     Args:
@@ -137,17 +152,20 @@ def prepare_conditions(model: TriErgon, *, seconds: float, text: str | None = No
             "pad", "trim" or "pad_or_trim" (see `LufsCurve.fit_duration`).
         encoders: condition encoders; default: the ones the preset carries (the tiny preset's random towers).
         cache: an embedding cache; inputs seen before (same content, same encoders) are not re-encoded.
+        offload: the encoders move to the model's device for this call and back to the CPU after it.
     """
     config = model.config
     seconds = resolve_seconds(config, seconds)
     curve = fit_lufs(config, lufs, seconds, lufs_fit)
     values = {"text": text, "audio": audio, "video": video}
-    encoders = resolve_encoders(config, [name for name in MODALITIES if values[name] is not None], encoders)
+    requested = [name for name in MODALITIES if values[name] is not None]
+    encoders = resolve_encoders(config, requested, encoders)
+    towers = encoders if requested else None  # moved only when they encode something
     if encoders is not None and cache is not None:
         encoders = CachedEncoders(encoders, identity=encoders.identity, cache=cache)
     param = next(model.conditioner.parameters())
     embeddings: dict[str, torch.Tensor] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), staged(towers, param.device, offload):
         if text is not None:
             embeddings["text"] = encoders.encode_text([text])
         if audio is not None:
@@ -210,19 +228,22 @@ def compute_dtype(model: TriErgon, dtype: torch.dtype | str | None) -> contextli
 def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor, *,
                    steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
                    sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
-                   dtype: torch.dtype | str | None = None) -> torch.Tensor:
+                   dtype: torch.dtype | str | None = None, compile: str | None = None) -> torch.Tensor:
     """Denoise `noise` [B, latent_dim, frames] under `conditions` (batch B) into clean latents; the DiT runs
     under autocast to `dtype` when given (see `compute_dtype`). The latents are float32.
 
     Args:
         steps, cfg_scale, sampler: sampling settings (defaults: `PAPER_SAMPLING`, the paper's).
+        compile: `torch.compile` mode of the sampling step (see `generate`); None: eager.
     """
     SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    check_compile(compile)
     if conditions.batch_size != noise.shape[0]:
         raise ValueError(f"conditions are a batch of {conditions.batch_size}, the noise of {noise.shape[0]}")
     context, global_cond, frame_cond = model.conditioner(conditions)
     with compute_dtype(model, dtype):
-        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond)
+        denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond,
+                                  compile=compile)
         return sample(denoiser, noise, sampler=sampler, steps=steps, callback=callback)
 
 
@@ -234,8 +255,8 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
              encoders: ConditionEncoders | None = None, cache: EmbeddingCache | None = None, seed: int = 0,
              batch_size: int = 1, steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
              sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
-             decode_progress: ProgressFn | None = None,
-             dtype: torch.dtype | str | None = None) -> torch.Tensor:
+             decode_progress: ProgressFn | None = None, dtype: torch.dtype | str | None = None,
+             compile: str | None = None, offload: bool = False) -> torch.Tensor:
     """Generate `batch_size` stereo clips of exactly `round(seconds * 44100)` samples.
 
     Args:
@@ -255,17 +276,29 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
         decode_progress: called as decode_progress(done, total) over the VAE's decode windows.
         dtype: run the DiT under autocast to this dtype ("bfloat16" on a GPU: about half the time and
             memory of float32); the VAE decodes in its weights' dtype, so the audio keeps float32 precision.
+        compile: `torch.compile` the sampling step (the DiT on the prepared conditioning, CFG included):
+            "default", "reduce-overhead" (also CUDA graphs: one replay per step instead of a launch per kernel)
+            or "max-autotune"; None (default): eager. The first generation of each model and duration pays the
+            compilation (tens of seconds to minutes); later ones in the process reuse it.
+        offload: for small GPUs: the VAE and the condition encoders live on the CPU and move to the DiT's
+            device only for their stage (encoding, decoding), so that the DiT samples without them in GPU
+            memory; each generation then copies their weights over twice. The model's VAE stays on the CPU
+            after the call.
 
     Returns:
         float32 audio [batch, 2, samples] at 44 100 Hz.
     """
     SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
     check_seed(seed, batch_size=batch_size)
+    check_compile(compile)
+    device = next(model.dit.parameters()).device
+    if offload:
+        model.vae.to("cpu")  # its home with offload: no GPU memory while the encoders and the DiT run
     if conditions is None:
         seconds = resolve_seconds(model.config, seconds, video, video_fps)
         conditions = prepare_conditions(model, seconds=seconds, text=text, audio=audio, video=video,
                                         video_fps=video_fps, lufs=lufs, lufs_fit=lufs_fit, encoders=encoders,
-                                        cache=cache)
+                                        cache=cache, offload=offload)
     else:
         raw = {"text": text, "audio": audio, "video": video, "video_fps": video_fps, "lufs": lufs,
                "encoders": encoders, "cache": cache, "lufs_fit": None if lufs_fit == "error" else lufs_fit}
@@ -274,10 +307,11 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
             raise ValueError(f"{', '.join(given)} cannot be combined with conditions=, which already hold the "
                              "encoded inputs: pass them to prepare_conditions instead")
         seconds = check_conditions(model.config, conditions, seconds)
-    param = next(model.parameters())
-    noise = initial_noise(model, seconds=seconds, seed=seed, batch_size=batch_size, device=param.device)
+    noise = initial_noise(model, seconds=seconds, seed=seed, batch_size=batch_size, device=device)
     latents = sample_latents(model, conditions.repeat(batch_size), noise, steps=steps, cfg_scale=cfg_scale,
-                             sampler=sampler, callback=callback, dtype=dtype)
-    audio_out = model.vae.decode(latents.to(param.dtype), num_samples=model.config.sequence.num_samples(seconds),
-                                 progress=decode_progress)
+                             sampler=sampler, callback=callback, dtype=dtype, compile=compile)
+    with staged(model.vae, device, offload):
+        vae_dtype = next(model.vae.parameters()).dtype
+        audio_out = model.vae.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds),
+                                     progress=decode_progress)
     return audio_out.float()

@@ -321,6 +321,15 @@ class LanguageBindEncoders:
                                                  dtype=self.dtype, attn_implementation=self.attn_implementation)
             return self._towers[kind]
 
+    def to(self, device: torch.device | str) -> LanguageBindEncoders:
+        """Move the loaded towers to `device`, where later ones load too (`generate(offload=True)` moves them to
+        the GPU for encoding only)."""
+        with self._lock:
+            self.device = torch.device(device)
+            for tower in self._towers.values():
+                tower.model.to(self.device)
+        return self
+
     @property
     def loaded(self) -> tuple[str, ...]:
         """The towers loaded so far ("video", "audio")."""

@@ -10,6 +10,7 @@ input, are cached across runs, and are absent with random weights. Used by `trie
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import sys
 import time
@@ -18,13 +19,16 @@ from dataclasses import dataclass
 import torch
 
 from .config import DiTConfig
-from .generate import compute_dtype, initial_noise, prepare_conditions
+from .generate import compute_dtype, initial_noise, prepare_conditions, staged
 from .model import TriErgon
-from .sampling import GuidedDenoiser, sample
+from .sampling import COMPILE_BACKEND_ENV, GuidedDenoiser, check_compile, sample
 
 # reference: every step recomputes what is constant (the path `GuidedDenoiser(cache_conditioning=False)` keeps
-# as the oracle); cached: the conditioning prepared once per generation (what `generate` does).
-VARIANTS = ("reference", "cached")
+# as the oracle); cached: the conditioning prepared once per generation (what `generate` does); compiled: cached
+# with the step under `torch.compile` (`generate(compile=...)`); offload: cached with the VAE and encoders on the
+# CPU except for their stage (`generate(offload=True)`), for its memory and the cost of the copies.
+VARIANTS = ("reference", "cached", "compiled", "offload")
+DEFAULT_VARIANTS = ("reference", "cached")
 
 
 def dit_flops(config: DiTConfig, *, frames: int, tokens: int, batch: int) -> int:
@@ -60,7 +64,7 @@ class Timing:
     steps: int
     sampler: str
     cfg_scale: float
-    variant: str
+    variant: str  # "compiled" rows carry the mode: "compiled:reduce-overhead"
     dtype: str
     device: str
     conditions_s: float
@@ -111,21 +115,27 @@ def _peak_rss_bytes() -> int:
 @torch.inference_mode()
 def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_scale: float = 7.0,
                     sampler: str = "dpmpp-2m", variant: str = "cached", dtype: str | None = None,
-                    text: str | None = None, seed: int = 0) -> Timing:
+                    compile: str = "reduce-overhead", text: str | None = None, seed: int = 0) -> Timing:
     """Run one generation stage by stage, synchronising the device between stages, and time it.
 
     Args:
         model: the model (random weights are fine: the work is the same).
         seconds, steps, cfg_scale, sampler: as `generate`.
-        variant: "reference" (constant work recomputed every step) or "cached" (prepared once, as `generate`).
+        variant: one of `VARIANTS`: "reference" (constant work recomputed every step), "cached" (prepared
+            once, as `generate`), "compiled" (cached, the step compiled) or "offload" (cached; the VAE and the
+            encoders visit the device only for their stage, their copies timed with it).
         dtype: autocast dtype for the DiT ("bfloat16"), or None for the weights' own.
+        compile: the `torch.compile` mode of the "compiled" variant.
         text: a prompt, to time the condition encoders too (the preset must carry them: `tiny`).
         seed: noise seed.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    param = next(model.parameters())
+    check_compile(compile)
+    offload = variant == "offload"
+    param = next(model.dit.parameters())
     device = param.device
+    model.vae.to("cpu" if offload else device)  # where it lives between generations (no copy when there)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     clock = time.perf_counter
@@ -139,7 +149,8 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
             raise ValueError(f"preset {model.config.name!r} carries no condition encoders; time without text")
         _sync(device)
         t0 = clock()
-        embeddings["text"] = encoders.encode_text([text])
+        with staged(encoders, device, offload):
+            embeddings["text"] = encoders.encode_text([text])
         _sync(device)
         encoders_s = clock() - t0
 
@@ -154,12 +165,15 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     t1 = clock()
     with compute_dtype(model, dtype):
         denoiser = GuidedDenoiser(model.dit, context, global_cond, cfg_scale=cfg_scale, frame_cond=frame_cond,
-                                  cache_conditioning=variant == "cached")
+                                  cache_conditioning=variant != "reference",
+                                  compile=compile if variant == "compiled" else None)
         latents = sample(denoiser, noise, sampler=sampler, steps=steps)
     _sync(device)
     t2 = clock()
-    model.vae.decode(latents.to(param.dtype), num_samples=model.config.sequence.num_samples(seconds))
-    _sync(device)
+    with staged(model.vae, device, offload):
+        vae_dtype = next(model.vae.parameters()).dtype
+        model.vae.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds))
+        _sync(device)
     t3, c3 = clock(), time.process_time()
 
     if device.type == "cuda":
@@ -169,16 +183,24 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     frames = noise.shape[-1]
     rows = 1 if cfg_scale == 1.0 else 2
     flops = steps * dit_flops(model.config.dit, frames=frames, tokens=context.shape[1], batch=rows)
+    name = variant
+    if variant == "compiled":  # the backend named when it is not inductor: such a row is no measurement
+        backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
+        name = f"compiled:{compile}" + ("" if backend == "inductor" else f"@{backend}")
     return Timing(preset=model.config.name, seconds=seconds, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
-                  variant=variant, dtype=dtype or str(param.dtype).removeprefix("torch."), device=str(device),
+                  variant=name, dtype=dtype or str(param.dtype).removeprefix("torch."), device=str(device),
                   conditions_s=t1 - t0, sampling_s=t2 - t1, decode_s=t3 - t2, encoders_s=encoders_s,
                   peak_memory_bytes=peak, peak_memory_kind=kind, dit_flops=flops, cpu_s=c3 - c0)
 
 
-def warm_up(model: TriErgon, *, seconds: float, sampler: str, variant: str, dtype: str | None) -> None:
-    """One short generation at the same shape: first-call costs (allocator, kernel selection, autotuning) out
-    of the timed runs."""
-    time_generation(model, seconds=seconds, steps=2, sampler=sampler, variant=variant, dtype=dtype)
+def warm_up(model: TriErgon, *, seconds: float, sampler: str, variant: str, dtype: str | None,
+            compile: str = "reduce-overhead") -> float:
+    """One short generation at the same shape: first-call costs (allocator, kernel selection, autotuning, the
+    compilation of a compiled step) out of the timed runs. Returns its wall seconds (for "compiled", mostly the
+    compilation)."""
+    t0 = time.perf_counter()
+    time_generation(model, seconds=seconds, steps=2, sampler=sampler, variant=variant, dtype=dtype, compile=compile)
+    return time.perf_counter() - t0
 
 
 def format_table(rows: list[Timing], *, ceiling_tflops: float | None = None) -> str:
@@ -206,23 +228,28 @@ def format_table(rows: list[Timing], *, ceiling_tflops: float | None = None) -> 
 
 
 def format_summary(rows: list[dict]) -> str:
-    """One row per case from `Timing.as_dict()` rows: eager (reference path) vs optimised (cached path) wall
-    time, speed-up, and the optimised run's RTF, peak memory and DiT TFLOP/s (with its share of the matmul
-    ceiling when the row carries `ceiling_tflops`)."""
+    """One row per case from `Timing.as_dict()` rows: eager (reference path) vs optimised (the fastest of the
+    cached and compiled paths, named) wall time, speed-up, and the optimised run's RTF, peak memory and DiT
+    TFLOP/s (with its share of the matmul ceiling when the row carries `ceiling_tflops`); then the offload
+    run's wall time and peak memory, where there is one."""
     cases: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         case = (r["preset"], r["seconds"], r["steps"], r["sampler"], r["dtype"])
         cases.setdefault(case, {})[r["variant"]] = r
-    lines = ["| preset | seconds | steps | sampler | dtype | eager s | optimised s | speed-up | RTF | peak memory "
-             "| TFLOP/s |", "|" + " --- |" * 11]
+    lines = ["| preset | seconds | steps | sampler | dtype | eager s | optimised s | optimised by | speed-up | RTF "
+             "| peak memory | TFLOP/s | offload s / peak memory |", "|" + " --- |" * 13]
     for (preset, seconds, steps, sampler, dtype), runs in cases.items():
-        eager, best = runs.get("reference"), runs.get("cached")
-        shown = best or eager
+        eager, offload = runs.get("reference"), runs.get("offload")
+        fast = [r for name, r in runs.items() if name not in ("reference", "offload")]
+        best = min(fast, key=lambda r: r["wall_s"]) if fast else None
+        shown = best or eager or offload
         ceiling = shown.get("ceiling_tflops")
         rate = f"{shown['dit_tflops']:.3g}" + (f" ({shown['dit_tflops'] / ceiling:.0%})" if ceiling else "")
         cells = [preset, f"{seconds:g}", str(steps), sampler, dtype,
                  f"{eager['wall_s']:.3f}" if eager else "-", f"{best['wall_s']:.3f}" if best else "-",
+                 best["variant"] if best else "-",
                  f"{eager['wall_s'] / best['wall_s']:.2f}x" if eager and best else "-", f"{shown['rtf']:.4f}",
-                 f"{shown['peak_memory_bytes'] / 2**30:.2f} GiB", rate]
+                 f"{shown['peak_memory_bytes'] / 2**30:.2f} GiB", rate,
+                 f"{offload['wall_s']:.3f} / {offload['peak_memory_bytes'] / 2**30:.2f} GiB" if offload else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

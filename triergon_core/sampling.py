@@ -7,14 +7,16 @@ schedule arithmetic is done in float64, the latents stay in float32.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .checks import check_finite
-from .dit import DiT
+from .dit import DiT, PreparedConditioning
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z [B, C, N], t [B]) -> v [B, C, N]
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step done, total steps, predicted x0)
@@ -37,11 +39,18 @@ def _predict(denoise: Denoiser, z: torch.Tensor, t: float) -> tuple[torch.Tensor
     return a * z - s * v, s * z + a * v
 
 
+def start_latents(noise: torch.Tensor) -> torch.Tensor:
+    """The sampler's float32 state, a copy of `noise` made in the current autograd mode: under inference mode
+    every step's latents are then alike (inference tensors), so a compiled step does not recompile after the
+    first one."""
+    return noise.to(torch.float32, copy=True)
+
+
 def sample_ddim(denoise: Denoiser, noise: torch.Tensor, *, steps: int,
                 callback: StepCallback | None = None) -> torch.Tensor:
     """Deterministic DDIM in v form: z_s = alpha_s x0 + sigma_s eps with (x0, eps) predicted at t."""
     grid = time_grid(steps)
-    z = noise.float()
+    z = start_latents(noise)
     for i in range(steps):
         x0, eps = _predict(denoise, z, grid[i])
         a_s, s_s = alpha_sigma(grid[i + 1])
@@ -57,7 +66,7 @@ def sample_dpmpp_2m(denoise: Denoiser, noise: torch.Tensor, *, steps: int,
     steps (lambda = log(alpha / sigma) is infinite at t = 0)."""
     grid = time_grid(steps)
     lam = [math.log(max(alpha_sigma(t)[0], 1e-300) / alpha_sigma(t)[1]) if t > 0 else math.inf for t in grid]
-    z = noise.float()
+    z = start_latents(noise)
     x0_prev = None
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
@@ -120,6 +129,49 @@ def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = PAPER_SAMPL
     return SAMPLERS[sampler](denoise, noise, steps=steps, callback=callback)
 
 
+# `torch.compile` modes for the sampling step: "reduce-overhead" adds CUDA graphs (one replay per step instead of
+# hundreds of kernel launches; shapes are fixed within a generation), "max-autotune" also tunes the matmuls.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# The compiler backend; only tests and the dry run of benchmarks/run_gpu.sh change it ("aot_eager" traces the
+# step as inductor does, without generating code, which on a CPU takes minutes).
+COMPILE_BACKEND_ENV = "TRIERGON_COMPILE_BACKEND"
+
+
+def check_compile(mode: str | None) -> None:
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)} (or none)")
+
+
+def guided_velocity(dit: DiT, z: torch.Tensor, t: torch.Tensor,
+                    conditioning: PreparedConditioning | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                    cfg_scale: float,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """One sampling step's guided v prediction, float32: the DiT on `conditioning` (prepared once, or the
+    reference path's (context, global_cond, frame_cond), CFG rows included), the network input cast to `dtype`. The
+    function `compiled_step` compiles: no host synchronisation, no branch on tensor values."""
+    if cfg_scale != 1.0:
+        z, t = torch.cat([z, z]), torch.cat([t, t])
+    if isinstance(conditioning, PreparedConditioning):
+        v = dit(z.to(dtype), t, prepared=conditioning)
+    else:
+        context, global_cond, frame_cond = conditioning
+        v = dit(z.to(dtype), t, context, global_cond, frame_cond=frame_cond)
+    v = v.float()
+    if cfg_scale == 1.0:
+        return v
+    cond, uncond = v.chunk(2)
+    return uncond + (cond - uncond) * cfg_scale
+
+
+@functools.cache
+def compiled_step(mode: str, backend: str) -> Callable[..., torch.Tensor]:
+    """`guided_velocity` compiled once per process for `mode` and `backend`. Shapes are static
+    (`dynamic=False`): each model and duration compiles on its first step, and a later generation of the same
+    shape reuses that code (Dynamo's cache, keyed by its guards)."""
+    options = {"mode": mode} if backend == "inductor" else {}
+    return torch.compile(guided_velocity, fullgraph=True, dynamic=False, backend=backend, **options)
+
+
 class GuidedDenoiser:
     """The DiT with classifier-free guidance: conditional and unconditional halves in one batched forward.
 
@@ -129,12 +181,18 @@ class GuidedDenoiser:
     With `cache_conditioning` (the default) what every step shares is computed once (`DiT.prepare`): the
     cross-attention keys and values, the global embedding, the frame-aligned embedding, the rotary tables, and
     the skipping of the unconditional half's cross-attention, which is exactly zero. Without it every step
-    recomputes them (the reference path the cached one is tested against).
+    recomputes them (the reference path the cached one is tested against). `compile` (one of `COMPILE_MODES`)
+    runs each step through `torch.compile` of `guided_velocity` on the prepared conditioning.
     """
 
     def __init__(self, dit: DiT, context: torch.Tensor, global_cond: torch.Tensor, *, cfg_scale: float,
-                 frame_cond: torch.Tensor | None = None, cache_conditioning: bool = True) -> None:
-        self.dit, self.cfg_scale = dit, cfg_scale
+                 frame_cond: torch.Tensor | None = None, cache_conditioning: bool = True,
+                 compile: str | None = None) -> None:
+        check_compile(compile)
+        if compile is not None and not cache_conditioning:
+            raise ValueError("compile needs cache_conditioning=True: the compiled step runs on the prepared "
+                             "conditioning")
+        self.dit, self.cfg_scale, self.compile = dit, cfg_scale, compile
         param = next(dit.parameters())
         self.dtype = param.dtype
         if cfg_scale != 1.0:
@@ -150,14 +208,17 @@ class GuidedDenoiser:
                 self.prepared = dit.prepare(self.context, self.global_cond, frame_cond=self.frame_cond)
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.cfg_scale != 1.0:
-            z, t = torch.cat([z, z]), torch.cat([t, t])
         if self.prepared is None:
-            v = self.dit(z.to(self.dtype), t, self.context, self.global_cond, frame_cond=self.frame_cond)
-        else:
-            v = self.dit(z.to(self.dtype), t, prepared=self.prepared)
-        v = v.float()
-        if self.cfg_scale == 1.0:
-            return v
-        cond, uncond = v.chunk(2)
-        return uncond + (cond - uncond) * self.cfg_scale
+            return guided_velocity(self.dit, z, t, (self.context, self.global_cond, self.frame_cond), self.cfg_scale,
+                                   self.dtype)
+        if self.compile is None:
+            return guided_velocity(self.dit, z, t, self.prepared, self.cfg_scale, self.dtype)
+        # The rotary table is filled here, eagerly: inside the compiled step it would be a side effect, and
+        # under CUDA graphs a replay's output that the next replay overwrites.
+        self.dit.transformer.rotary_for(self.prepared, z.shape[-1] + 1)
+        backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
+        graphs = self.compile == "reduce-overhead" and backend == "inductor" and z.device.type == "cuda"
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
+        v = compiled_step(self.compile, backend)(self.dit, z, t, self.prepared, self.cfg_scale, self.dtype)
+        return v.clone() if graphs else v  # a graph's output buffer is reused by its next replay
