@@ -487,13 +487,14 @@ def test_cli_generate_with_languagebind_folder(root, tmp_path, caplog):
     log = logging.getLogger()
     handlers, level = list(log.handlers), log.level
     try:
-        assert main(["generate", "--seconds", "1", "--text", "rain", "--languagebind", str(root), "--steps", "2",
-                     "--cache-dir", str(tmp_path / "cache"), "-q", "-o", str(out)]) == 0
+        # the towers in `root` are 64 wide: the tiny preset's width (the default demo model takes 128)
+        assert main(["generate", "--preset", "tiny", "--seconds", "1", "--text", "rain", "--languagebind", str(root),
+                     "--steps", "2", "--cache-dir", str(tmp_path / "cache"), "-q", "-o", str(out)]) == 0
         assert triergon.load_audio(out).shape == (2, 44100)
         assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1  # e_L, keyed by the folder's identity
         missing = tmp_path / "no-lb"
-        assert main(["generate", "--seconds", "1", "--text", "rain", "--languagebind", str(missing), "--steps", "2",
-                     "-q", "-o", str(out)]) == 2
+        assert main(["generate", "--preset", "tiny", "--seconds", "1", "--text", "rain", "--languagebind", str(missing),
+                     "--steps", "2", "-q", "-o", str(out)]) == 2
         assert str(missing) in caplog.text
     finally:
         for h in [h for h in log.handlers if h not in handlers]:

@@ -65,8 +65,9 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
             logger.warning("the DiT run started from another VAE than the VAE run's EMA (model.init): its latents "
                            "may not be this VAE's; export the VAE run and cache with that file")
     placeholder = f"placeholder: seeded random weights (seed {PLACEHOLDER_SEED})"
-    meta = {"trained": "true" if {"vae", "dit"} <= set(parts) else "false", "trained_parts": ",".join(parts) or "none",
-            "trained_by": "; ".join(sources) or placeholder}
+    missing = [f"{part}: {placeholder}" for part in ("vae", "dit") if part not in parts]
+    meta = {"trained": "false" if missing else "true", "trained_parts": ",".join(parts) or "none",
+            "trained_by": "; ".join(sources + missing) if sources else placeholder}
     save_checkpoint(model.to(torch.float16), files.model, metadata=meta)
     if lufs is not None:
         predictor, source = _run_model(lufs, "lufs", "--lufs")
