@@ -85,7 +85,8 @@ def test_scoring_louder_audio_and_missing_clips(manifest, tmp_path, caplog):
 
 def _table3_args(manifest, out, dinov2_dir, tlufs_weights, *extra) -> list[str]:
     return ["eval", "--table3", "--manifest", str(manifest), "--limit", "2", "--seconds", "0.5", "--steps", "2",
-            "--dinov2", str(dinov2_dir), "--lufs-predictor", str(tlufs_weights), "-o", str(out), "-q", *extra]
+            "--preset", "tiny", "--dinov2", str(dinov2_dir), "--lufs-predictor", str(tlufs_weights), "-o", str(out),
+            "-q", *extra]
 
 
 def test_table3_cli_writes_eight_rows(manifest, dinov2_dir, tlufs_weights, tmp_path, caplog):
@@ -107,6 +108,16 @@ def test_table3_cli_writes_eight_rows(manifest, dinov2_dir, tlufs_weights, tmp_p
     # other settings in the same folder are refused
     assert main([*args, "--seed", "5"]) == 2
     assert "holds a Table 3 run with other settings (seed)" in caplog.text
+
+
+def test_table3_defaults_to_the_shipped_demo_model(manifest, tmp_path):
+    from triergon.triergon_core.demo import DemoFiles
+
+    out = tmp_path / "t3"
+    assert main(["eval", "--table3", "--manifest", str(manifest), "--limit", "1", "--seconds", "0.5", "--steps", "1",
+                 "-o", str(out), "-q"]) == 0
+    settings = json.loads((out / "table3.json").read_text())["settings"]
+    assert settings["checkpoint"] == str(DemoFiles().model) and settings["preset"] == "demo"
 
 
 def test_table3_rows_get_their_conditions_and_resume(manifest, dinov2_dir, tlufs_weights, tmp_path, monkeypatch):
@@ -166,7 +177,7 @@ def test_table3_rows_get_their_conditions_and_resume(manifest, dinov2_dir, tlufs
     (["{d}", "--manifest", "{m}", "--embedder-weights", "none.safetensors"], "--embedder-weights not found"),
     (["{d}", "--manifest", "{m}", "--kl-embedder-weights", "{m}"], "--kl-embedder-weights needs --kl-embedder"),
     (["{d}", "--manifest", "{m}", "--kl-embedder", "passt"], "--kl-embedder passt needs its weights file"),
-    (["--table3", "--manifest", "{m}"], "--table3 needs T_LUFS"),
+    (["--table3", "--manifest", "{m}", "--preset", "tiny"], "--table3 needs T_LUFS"),
     (["{d}", "--table3", "--manifest", "{m}"], "--table3 generates its own audio"),
     (["--table3", "--manifest", "{m}", "--limit", "0"], "--limit must be at least 1"),
 ])

@@ -98,6 +98,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
 
     from .checkpoint import checkpoint_config_of, load_checkpoint
     from .cli import RANDOM_WEIGHTS_SEED
+    from .demo import DemoFiles, is_demo_checkpoint, warn_if_untrained
     from .evaluation import write_report
     from .generate import resolve_encoders
     from .languagebind import load_languagebind
@@ -109,6 +110,13 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
     # every argument and input is checked before a model is loaded
     check_seed(args.seed, batch_size=len(clips))
     SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
+    if args.checkpoint is None and args.preset is None:  # the default, as generate's: the shipped demo model
+        demo = DemoFiles().check()
+        args.checkpoint = str(demo.model)
+        args.dinov2 = args.dinov2 or str(demo.dinov2)
+        args.lufs_predictor = args.lufs_predictor or str(demo.predictor)
+    if args.checkpoint and args.languagebind is None and is_demo_checkpoint(args.checkpoint):
+        args.languagebind = str(DemoFiles().languagebind)  # the towers the demo model was trained with
     if args.dinov2 is None or args.lufs_predictor is None:
         raise ValueError("--table3 needs T_LUFS for the rows with predicted E_L: give --dinov2 DIR and "
                          "--lufs-predictor FILE")
@@ -117,7 +125,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
         check_input_file(args.checkpoint, what="--checkpoint")
         config = checkpoint_config_of(args.checkpoint, preset=args.preset)
     else:
-        config = get_preset(args.preset or "tiny")
+        config = get_preset(args.preset)
     if args.seconds is not None:
         config.sequence.check_seconds(args.seconds)
     encoders = load_languagebind(args.languagebind, device=device) if args.languagebind else None
@@ -126,6 +134,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
     features = load_dinov2(args.dinov2, device=device)
     predictor = load_predictor(args.lufs_predictor, device=device)
     if args.checkpoint:
+        warn_if_untrained(args.checkpoint)
         model = load_checkpoint(args.checkpoint, preset=args.preset, device=device)
     else:
         logger.warning("no --checkpoint given: %r has random weights, so the table measures noise-like audio",
@@ -166,11 +175,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t3 = ev.add_argument_group("Table 3", "generate the eight condition sets for every clip and score them")
     t3.add_argument("--table3", action="store_true", help="run Table 3 and write table3.md and table3.json")
-    t3.add_argument("--checkpoint", help="model weights (default: the preset's random weights)")
-    t3.add_argument("--preset", choices=list(PRESETS), help="model preset (default: tiny, or the checkpoint's own)")
-    t3.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers (not needed for the tiny preset)")
-    t3.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder for T_LUFS's frame features")
-    t3.add_argument("--lufs-predictor", metavar="FILE", help="T_LUFS weights (.safetensors)")
+    t3.add_argument("--checkpoint", help="model weights (default without --preset: the shipped demo model, with "
+                    "its encoders, DINOv2 and T_LUFS)")
+    t3.add_argument("--preset", choices=list(PRESETS), help="a preset with random weights, or the checkpoint's "
+                    "preset to check against")
+    t3.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers (not needed for the tiny preset and "
+                    "the demo model)")
+    t3.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder for T_LUFS's frame features (default with the "
+                    "demo model: its own)")
+    t3.add_argument("--lufs-predictor", metavar="FILE", help="T_LUFS weights (.safetensors; default with the demo "
+                    "model: its own)")
     t3.add_argument("--steps", type=int, default=PAPER_SAMPLING.steps,
                     help=f"sampling steps (default {PAPER_SAMPLING.steps})")
     t3.add_argument("--cfg-scale", type=float, default=PAPER_SAMPLING.cfg_scale,
