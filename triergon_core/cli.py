@@ -18,7 +18,7 @@ from .cli_eval import add_eval_parser
 from .cli_lufs import add_lufs_parser
 from .cli_synth import add_synth_parser
 from .cli_train import add_train_parser
-from .demo import DemoFiles, is_demo_checkpoint, warn_if_untrained
+from .demo import apply_demo_defaults, warn_if_untrained
 from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
@@ -49,10 +49,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     # Every argument, input file and output path is checked before the model is built (minutes, gigabytes).
     device = check_device(args.device)
-    if args.checkpoint is None and args.preset is None:  # the default: the shipped demo model
-        args.checkpoint = str(DemoFiles().check().model)
-    if args.checkpoint and args.languagebind is None and is_demo_checkpoint(args.checkpoint):
-        args.languagebind = str(DemoFiles().languagebind)  # the towers the demo model was trained with
+    apply_demo_defaults(args)  # the default: the shipped demo model, with its towers
     check_seed(args.seed, batch_size=args.batch_size)
     settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
     inputs = {"VIDEO": args.video, "--audio": args.audio, "--lufs": args.lufs, "--lufs-from": args.lufs_from,

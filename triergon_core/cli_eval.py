@@ -98,7 +98,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
 
     from .checkpoint import checkpoint_config_of, load_checkpoint
     from .cli import RANDOM_WEIGHTS_SEED
-    from .demo import DemoFiles, is_demo_checkpoint, warn_if_untrained
+    from .demo import apply_demo_defaults, warn_if_untrained
     from .evaluation import write_report
     from .generate import resolve_encoders
     from .languagebind import load_languagebind
@@ -110,13 +110,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
     # every argument and input is checked before a model is loaded
     check_seed(args.seed, batch_size=len(clips))
     SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
-    if args.checkpoint is None and args.preset is None:  # the default, as generate's: the shipped demo model
-        demo = DemoFiles().check()
-        args.checkpoint = str(demo.model)
-        args.dinov2 = args.dinov2 or str(demo.dinov2)
-        args.lufs_predictor = args.lufs_predictor or str(demo.predictor)
-    if args.checkpoint and args.languagebind is None and is_demo_checkpoint(args.checkpoint):
-        args.languagebind = str(DemoFiles().languagebind)  # the towers the demo model was trained with
+    apply_demo_defaults(args, lufs_models=True)  # as generate's: the shipped demo model, its towers and T_LUFS
     if args.dinov2 is None or args.lufs_predictor is None:
         raise ValueError("--table3 needs T_LUFS for the rows with predicted E_L: give --dinov2 DIR and "
                          "--lufs-predictor FILE")

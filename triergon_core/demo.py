@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -93,6 +94,20 @@ def is_trained(path: str | os.PathLike) -> bool:
             return (f.metadata() or {}).get("trained", "true") != "false"
     except (SafetensorError, OSError):
         return True  # not ours to judge: the loader reports unreadable files
+
+
+def apply_demo_defaults(args: Any, *, lufs_models: bool = False) -> None:
+    """The command line's defaults, set on its parsed `args`: without --checkpoint and --preset, the shipped demo
+    model (with `lufs_models`, also its DINOv2 and T_LUFS where not given); the demo checkpoint brings the
+    LanguageBind towers it was trained with when --languagebind is not given."""
+    demo = DemoFiles()
+    if args.checkpoint is None and args.preset is None:
+        args.checkpoint = str(demo.check().model)
+        if lufs_models:
+            args.dinov2 = args.dinov2 or str(demo.dinov2)
+            args.lufs_predictor = args.lufs_predictor or str(demo.predictor)
+    if args.checkpoint and args.languagebind is None and is_demo_checkpoint(args.checkpoint):
+        args.languagebind = str(demo.languagebind)
 
 
 def warn_if_untrained(path: str | os.PathLike, what: str = "model") -> bool:
