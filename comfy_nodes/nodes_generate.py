@@ -163,10 +163,9 @@ class TriErgonDecode:
         if latent.config != model.config:
             raise ValueError("these latents come from another model: decode with the model that sampled them")
         device = model.use("vae")
-        vae = model.model.vae
-        dtype = next(vae.parameters()).dtype
+        dtype = next(model.model.vae.parameters()).dtype
         with torch.inference_mode():
-            audio = vae.decode(latent.latents.to(device=device, dtype=dtype),
+            audio = model.model.decode(latent.latents.to(device=device, dtype=dtype),
                                num_samples=model.config.sequence.num_samples(latent.seconds),
                                progress=host.progress(1))
         return (audio_output(audio),)

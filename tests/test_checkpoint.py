@@ -286,3 +286,18 @@ def test_nothing_is_left_on_the_meta_device(tiny_file):
             audio = model.vae.decode(torch.zeros(1, model.config.vae.latent_dim, 2), chunk_frames=None)
         assert audio.shape == (1, 2, 2 * model.config.vae.downsampling_ratio)
         assert torch.isfinite(audio).all()
+
+
+def test_loaded_weights_are_aligned_whatever_the_metadata_length(tmp_path):
+    """safetensors places tensors at offsets set by the header's length; loaded weights are copied to aligned
+    memory, so outputs do not depend on the metadata (misaligned data takes other BLAS paths)."""
+    model = build_model("tiny", seed=0)
+    x = torch.randn(1, 16, 30, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for pad in range(4):
+        path = save_checkpoint(model, tmp_path / f"m{pad}.safetensors", metadata={"note": "x" * (8 * pad + 3)})
+        loaded = load_checkpoint(path)
+        assert all(p.data_ptr() % 64 == 0 for p in loaded.parameters())
+        with torch.inference_mode():
+            outputs.append(loaded.vae.decode(x))
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])

@@ -134,6 +134,41 @@ def test_bundle_takes_the_vae_run_and_the_dit_run(tmp_path, monkeypatch, caplog)
         demo_bundle.bundle_demo(tmp_path, dit="vae")
 
 
+def test_bundle_keeps_the_dit_runs_options_and_takes_its_init_vae(tmp_path, monkeypatch):
+    """Without a VAE run, the DiT run's `model.init` gives the VAE (when that file's VAE is trained); the DiT run's
+    latent scale and frame-aligned LUFS path go into the bundled checkpoint."""
+    import dataclasses
+
+    from triergon.train import demo_bundle
+    from triergon.train.config import apply_overrides
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers.dit import with_lufs_frame_aligned
+    from triergon.triergon_core.checkpoint import save_checkpoint
+
+    source = build_model("demo", seed=3)
+    for trained in ("true", "false"):
+        init = save_checkpoint(source, tmp_path / f"init-{trained}.safetensors",
+                               metadata={"trained": trained, "trained_parts": "vae" if trained == "true" else "none"})
+        config = apply_overrides(get_recipe("synthfoley-dit"), [f"model.init={init}", "model.latent_scale=0.3",
+                                                                "model.lufs_frame_aligned=true"])
+        run = with_lufs_frame_aligned(build_model("demo", seed=4))
+        run.vae.load_state_dict(source.vae.state_dict())
+        run.config = dataclasses.replace(run.config, latent_scale=0.3)
+        monkeypatch.setattr(demo_bundle, "load_run", lambda _, run=run, config=config: (run, config, "run dit"))
+        files = demo_bundle.bundle_demo(tmp_path / trained, dit="dit")
+        model, meta = load_checkpoint(files.model), _metadata(files.model)
+        assert model.config == run.config and model.config.conditioning.lufs_frame_aligned
+        stored = load_file(files.model)
+        assert torch.equal(stored["dit.to_frame_embed.weight"], run.dit.to_frame_embed.weight.half())
+        vae_equal = all(torch.equal(stored[f"vae.{k}"], v.half()) for k, v in source.vae.state_dict().items())
+        if trained == "true":
+            assert meta["trained"] == "true" and meta["trained_parts"] == "dit,conditioner,vae"
+            assert "init-true.safetensors" in meta["trained_by"] and vae_equal
+        else:  # a placeholder VAE in model.init: the bundle says so and does not call it trained
+            assert meta["trained"] == "false" and meta["trained_parts"] == "dit,conditioner"
+            assert "vae: placeholder" in meta["trained_by"] and not vae_equal
+
+
 def test_recipes_train_the_demo_parts():
     from triergon.train.recipes import get_recipe
     from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS

@@ -114,3 +114,48 @@ def test_validate_run_scores_a_lufs_run(train_data, tmp_path):
     trainer_class("lufs")(config, init_distributed(device="cpu"), tmp_path).fit()
     rows = validate_run(tmp_path, train_data["cache"], limit=3)
     assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 3 and rows[0]["mae"] > 0
+
+
+def _swelling_tone(swap: bool = False) -> torch.Tensor:
+    """2 s of a 440 Hz tone swelling from 0.05 to 0.5, the right channel a third of the left (9.5 LU quieter)."""
+    t = torch.arange(44100 * 2) / 44100
+    tone = torch.sin(2 * math.pi * 440 * t) * torch.linspace(0.05, 0.5, t.numel())
+    audio = torch.stack([tone, tone / 3])
+    return audio.flip(0) if swap else audio
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_generation_scores_known_answers(monkeypatch, swap):
+    """A stand-in generator that returns audio whose curve is exactly the request scores 0 LU, correlation 1 and
+    stereo placement 1; the same audio with its channels swapped scores 9.5 LU and placement 0."""
+    from triergon.train import validate
+    from triergon.triergon_core import generate as generate_module
+    from triergon.triergon_core.lufs_curve import LufsCurve
+    from triergon.triergon_core.model import build_model
+
+    calls = []
+
+    def fake_generate(model, *, seconds, conditions, steps, cfg_scale, seed):
+        calls.append((seconds, tuple(conditions.lufs.shape), steps, cfg_scale, seed))
+        return _swelling_tone(swap)[None]
+
+    monkeypatch.setattr(generate_module, "generate", fake_generate)
+    curve = LufsCurve.measure(_swelling_tone()).values
+    items = [{"lufs": curve, "seconds": torch.tensor(2.0), "text": torch.randn(1, 64)} for _ in range(2)]
+    s = validate.generation_scores(build_model("tiny", seed=0), items, steps=3, cfg_scale=5.0, seed=10)
+    assert calls == [(2.0, (1, 2, 12), 3, 5.0, 10), (2.0, (1, 2, 12), 3, 5.0, 11)]
+    assert (s.clips, s.steps, s.cfg_scale) == (2, 3, 5.0) and s.stereo_frames == 2 * 12
+    if swap:
+        assert s.lufs_mae == pytest.approx(20 * math.log10(3), abs=0.01) and s.stereo_placement == 0.0
+    else:
+        assert s.lufs_mae == pytest.approx(0, abs=1e-4) and s.stereo_placement == 1.0
+        assert s.lufs_correlation == pytest.approx(1.0, abs=1e-6)
+
+
+def test_validate_run_scores_a_dit_run(train_data, tmp_path):
+    config = apply_overrides(get_recipe("cpu-smoke"), [f"data.path={train_data['cache']}", "run.steps=1",
+                                                       "run.save_every=1", "run.sample_every=0"])
+    trainer_class("dit")(config, init_distributed(device="cpu"), tmp_path).fit()
+    rows = validate_run(tmp_path, train_data["cache"], limit=2, steps=2)
+    assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 2 and rows[0]["steps"] == 2
+    assert math.isfinite(rows[0]["lufs_mae"]) and rows[0]["lufs_mae"] >= 0

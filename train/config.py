@@ -72,11 +72,15 @@ class ModelSection:
         init: a Tri-Ergon checkpoint to start from (e.g. converted SAO); its VAE is the frozen VAE of the DiT.
         lufs_frame_aligned: DiT runs: add the frame-aligned LUFS path (beyond the paper) to the preset's or the
             init checkpoint's model when it lacks it; zero-initialised, so training starts from the same outputs.
+        latent_scale: DiT runs: the model's `latent_scale` (the DiT trains on cached latents divided by it; about
+            the spread of the cached posterior means, which `triergon data stats CACHE` prints); 0 keeps the
+            preset's or the init checkpoint's.
     """
 
     preset: str = "tiny"
     init: str = ""
     lufs_frame_aligned: bool = False
+    latent_scale: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

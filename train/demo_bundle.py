@@ -1,18 +1,21 @@
 """`triergon demo bundle`: the shipped demo folder (`triergon_core/demo.py`) from three training runs.
 
-The Tri-Ergon checkpoint takes its VAE from the VAE run's EMA and its DiT and conditioner from the DiT run's EMA;
-T_LUFS comes from the T_LUFS run's EMA; the encoder folders are rebuilt (they are seeded, so they are the ones the
-caches were made with). A part whose run is not given gets seeded random weights of its preset, and the file says
-so in its metadata (`"trained": "false"`, `"trained_parts"`): the placeholders shipped until trained weights exist.
-Weights are stored in float16.
+The Tri-Ergon checkpoint takes its DiT and conditioner from the DiT run's EMA (with the run's model options: its
+`latent_scale`, the frame-aligned LUFS path), its VAE from the VAE run's EMA, or without a VAE run from the DiT
+run's `model.init` (the VAE its cached latents came from); T_LUFS comes from the T_LUFS run's EMA; the encoder
+folders are rebuilt (they are seeded, so they are the ones the caches were made with). A part whose run is not
+given gets seeded random weights of its preset, and the file says so in its metadata (`"trained": "false"`,
+`"trained_parts"`): the placeholders shipped until trained weights exist. Weights are stored in float16.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 import torch
+from safetensors import safe_open
 
 from ..triergon_core.checkpoint import save_checkpoint
 from ..triergon_core.demo import DemoFiles, write_demo_encoders
@@ -30,9 +33,20 @@ def _run_model(run_dir: str | os.PathLike, trainer: str, what: str):
     model, config, source = load_run(run_dir)
     if config.trainer != trainer:
         raise ValueError(f"{what} {run_dir} is a {config.trainer} run; a {trainer} run is expected")
-    if config.model.preset != "demo" or (trainer != "lufs" and model.config != get_preset("demo")):
+    if config.model.preset != "demo" or (trainer != "lufs" and _architecture(model.config) != get_preset("demo")):
         raise ValueError(f"{what} {run_dir} trained preset {config.model.preset!r}; the demo bundle takes 'demo' runs")
-    return model, source
+    return model, config, source
+
+
+def _architecture(config):
+    """The preset a model config is, less the options a DiT run may add (latent scale, frame-aligned LUFS)."""
+    return dataclasses.replace(config, latent_scale=1.0).with_lufs_frame_aligned(False)
+
+
+def _vae_trained(path: str) -> bool:
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    return meta.get("trained", "true") != "false" and "vae" in meta.get("trained_parts", "vae").split(",")
 
 
 def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = None,
@@ -41,22 +55,29 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
 
     Args:
         output: the folder (the repository's `weights/demo` to ship them).
-        vae: the `synthfoley-vae` run folder; None: placeholder VAE.
+        vae: the `synthfoley-vae` run folder; None: the DiT run's `model.init` VAE when that file holds a trained
+            VAE, else a placeholder VAE.
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
         lufs: the `synthfoley-lufs` run folder; None: placeholder T_LUFS.
     """
     files = write_demo_encoders(output)
-    model = build_model("demo", seed=PLACEHOLDER_SEED)
     sources, parts, dit_vae = [], [], None
     if dit is not None:
-        trained, source = _run_model(dit, "dit", "--dit")
+        trained, config, source = _run_model(dit, "dit", "--dit")
+        model = build_model(trained.config, seed=PLACEHOLDER_SEED)
         model.dit.load_state_dict(trained.dit.state_dict())
         model.conditioner.load_state_dict(trained.conditioner.state_dict())
         dit_vae = trained.vae.state_dict()
         sources.append(f"dit, conditioner: {source}")
         parts += ["dit", "conditioner"]
+        if vae is None and config.model.init and _vae_trained(config.model.init):
+            model.vae.load_state_dict(dit_vae)
+            sources.append(f"vae: the DiT run's model.init ({os.path.basename(config.model.init)})")
+            parts.append("vae")
+    else:
+        model = build_model("demo", seed=PLACEHOLDER_SEED)
     if vae is not None:
-        trained, source = _run_model(vae, "vae", "--vae")
+        trained, _, source = _run_model(vae, "vae", "--vae")
         model.vae.load_state_dict(trained.vae.state_dict())
         sources.append(f"vae: {source}")
         parts.append("vae")
@@ -70,7 +91,7 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
             "trained_by": "; ".join(sources + missing) if sources else placeholder}
     save_checkpoint(model.to(torch.float16), files.model, metadata=meta)
     if lufs is not None:
-        predictor, source = _run_model(lufs, "lufs", "--lufs")
+        predictor, _, source = _run_model(lufs, "lufs", "--lufs")
         lufs_meta = {"trained": "true", "trained_by": source}
     else:
         with torch.random.fork_rng(devices=[]):

@@ -1,10 +1,11 @@
-"""Validation of VAE and T_LUFS runs: scores of each checkpoint on whole clips of the validation split.
+"""Validation of VAE, DiT and T_LUFS runs: scores of each checkpoint on whole clips of the validation split.
 
 `python -m triergon.train.validate RUN_DIR --data FOLDER` scores every checkpoint of the run that is not yet in
 `RUN_DIR/validation.jsonl`, one line per checkpoint, so that it can run beside a training run and be repeated; the
 lines are the validation curves of the model card. VAE runs read a shard folder and give the multi-resolution
-STFT distance and the per-window loudness error and bias of the reconstructions; T_LUFS runs read a cache folder
-(with DINOv2 features) and give the predicted curve's error in LU.
+STFT distance and the per-window loudness error and bias of the reconstructions; DiT runs read a cache folder and
+give the LUFS tracking and stereo placement of audio generated under each clip's cached conditions (its measured
+curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features) and give the predicted curve's error in LU.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from ..triergon_core.audio import load_audio
+from ..triergon_core.config import LUFS_RATE
 from ..triergon_core.lufs_curve import LufsCurve
 from ..triergon_core.lufs_predictor import LufsPredictor
 from ..triergon_core.vae import OobleckVAE
@@ -99,11 +101,71 @@ def predictor_scores(predictor: LufsPredictor, items: list[dict[str, torch.Tenso
     return PredictorScores(mae=float(d.abs().mean()), bias=float(d.mean()), clips=len(items))
 
 
+@dataclass(frozen=True)
+class GenerationScores:
+    """Args:
+        lufs_mae: LUFS tracking error (LU) of the generated audio against the requested curve (the clip's own,
+            normalised as the model reads it), per channel over frames requested above -60 LUFS, averaged over
+            channels and clips.
+        lufs_correlation: Pearson correlation of the same curves, averaged over the channels and clips where it
+            is defined.
+        stereo_placement: share of the frames with a clear requested side (|L - R| > 6 LU), over all clips,
+            whose generated L - R has the same sign (NaN when no clip has such a frame).
+        stereo_frames: how many frames that share counts.
+        clips: how many clips were scored.
+        steps, cfg_scale: the sampling settings (dpmpp-2m).
+    """
+
+    lufs_mae: float
+    lufs_correlation: float
+    stereo_placement: float
+    stereo_frames: int
+    clips: int
+    steps: int
+    cfg_scale: float
+
+
+@torch.inference_mode()
+def generation_scores(model, items: list[dict[str, torch.Tensor]], *, steps: int = 25, cfg_scale: float = 7.0,
+                      seed: int = 0) -> GenerationScores:
+    """Generate each cached clip (whole, with its cached text / audio / video embeddings and its measured curve as
+    E_L; seed `seed` + its index) with a Tri-Ergon `model` and score the audio's loudness against that curve."""
+    import math
+
+    from ..triergon_core.conditioning import Conditions, normalize_lufs
+    from ..triergon_core.generate import generate
+    from ..triergon_core.metrics import lufs_tracking, stereo_placement
+
+    maes, corrs, hits, counted = [], [], 0.0, 0
+    for i, item in enumerate(items):
+        lufs = normalize_lufs(item["lufs"].float())
+        seconds = min(float(item["seconds"]), model.config.sequence.max_seconds)
+        frames = min(lufs.shape[-1], math.ceil(round(seconds * LUFS_RATE, 6)))
+        embeddings = {k: item[k][None].float() for k in ("text", "audio", "video") if k in item}
+        cond = Conditions(seconds_start=torch.zeros(1), seconds_total=torch.tensor([seconds]),
+                          lufs=lufs[None, :, :frames], **embeddings)
+        audio = generate(model, seconds=seconds, conditions=cond, steps=steps, cfg_scale=cfg_scale, seed=seed + i)[0]
+        requested = LufsCurve.from_normalized(lufs[:, :frames])
+        tracking = lufs_tracking(requested, audio, floor=SILENCE)
+        maes += [x for x in tracking.mae if not math.isnan(x)]
+        corrs += [x for x in tracking.correlation if not math.isnan(x)]
+        placement = stereo_placement(requested, audio)
+        if placement.frames:
+            hits += placement.accuracy * placement.frames
+            counted += placement.frames
+    return GenerationScores(lufs_mae=_mean(maes), lufs_correlation=_mean(corrs),
+                            stereo_placement=hits / counted if counted else math.nan, stereo_frames=counted,
+                            clips=len(items), steps=steps, cfg_scale=cfg_scale)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def load_checkpoint_of_run(run_dir: str | os.PathLike, checkpoint: Path, *, ema: bool = True) -> tuple[Any, str, int]:
-    """(the VAE or the T_LUFS, the run's trainer, the step) of one checkpoint folder of a run."""
+    """(the VAE, the Tri-Ergon model of a DiT run or the T_LUFS; the run's trainer; the step) of one checkpoint
+    folder of a run."""
     model, config, _ = load_run(run_dir, ema=ema, checkpoint=checkpoint)
-    if config.trainer not in ("vae", "lufs"):
-        raise ValueError(f"{run_dir} is a {config.trainer} run: validation scores VAE and T_LUFS runs")
     step = int(_NAME.match(checkpoint.name).group(1))
     return (model.vae if config.trainer == "vae" else model), config.trainer, step
 
@@ -113,23 +175,28 @@ def read_clips(shards: str | os.PathLike, *, limit: int | None = None) -> list[t
     return [load_audio(index.read(i, "flac")) for i in list(index)[:limit]]
 
 
-def read_cache(cache: str | os.PathLike, *, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
+def read_cache(cache: str | os.PathLike, *, limit: int | None = None,
+               features: bool = True) -> list[dict[str, torch.Tensor]]:
+    """The cached clips (each with its `seconds`); `features`: they must hold DINOv2 features."""
     index = CacheIndex(cache)
-    items = [index.item(i) for i in range(min(len(index), limit or len(index)))]
-    if items and "dinov2" not in items[0]:
+    items = [{**index.item(i), "seconds": torch.tensor(float(index.rows[i]["seconds"]))}
+             for i in range(min(len(index), limit or len(index)))]
+    if features and items and "dinov2" not in items[0]:
         raise ValueError(f"{cache} has no DINOv2 features: build it with `triergon data cache --dinov2 DIR`")
     return items
 
 
 def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: int | None = None,
-                 ema: bool = True) -> list[dict]:
+                 ema: bool = True, steps: int = 25, cfg_scale: float = 7.0) -> list[dict]:
     """Score the run's checkpoints not yet in `validation.jsonl`, append them, and return all lines.
 
     Args:
-        run_dir: a VAE or T_LUFS run folder.
-        data: the validation split's shard folder (VAE) or cache folder with DINOv2 features (T_LUFS).
+        run_dir: a VAE, DiT or T_LUFS run folder.
+        data: the validation split's shard folder (VAE), cache folder (DiT: made with the VAE and encoders the
+            run trained on) or cache folder with DINOv2 features (T_LUFS).
         limit: score only the first `limit` clips.
         ema: the EMA weights (default) rather than the raw ones.
+        steps, cfg_scale: DiT runs: the sampling settings of the generations.
     """
     out = Path(run_dir) / "validation.jsonl"
     lines = [json.loads(x) for x in out.read_text().splitlines()] if out.is_file() else []
@@ -142,6 +209,9 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
         if trainer == "vae":
             clips = clips if clips is not None else read_clips(data, limit=limit)
             row = {"step": step, **asdict(reconstruction_scores(model, clips))}
+        elif trainer == "dit":
+            clips = clips if clips is not None else read_cache(data, limit=limit, features=False)
+            row = {"step": step, **asdict(generation_scores(model, clips, steps=steps, cfg_scale=cfg_scale))}
         else:
             clips = clips if clips is not None else read_cache(data, limit=limit)
             row = {"step": step, **asdict(predictor_scores(model, clips))}
@@ -154,14 +224,17 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m triergon.train.validate", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="a VAE or T_LUFS run folder")
+    parser.add_argument("run_dir", help="a VAE, DiT or T_LUFS run folder")
     parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE runs) or a cache "
-                                                      "folder with DINOv2 features (T_LUFS runs)")
+                                                      "folder (DiT runs; with DINOv2 features for T_LUFS runs)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    parser.add_argument("--steps", type=int, default=25, help="DiT runs: sampler steps (default 25)")
+    parser.add_argument("--cfg", type=float, default=7.0, help="DiT runs: CFG scale (default 7)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for row in validate_run(args.run_dir, args.data, limit=args.limit, ema=not args.raw):
+    for row in validate_run(args.run_dir, args.data, limit=args.limit, ema=not args.raw, steps=args.steps,
+                            cfg_scale=args.cfg):
         sys.stdout.write(json.dumps(row) + "\n")
 
 

@@ -93,7 +93,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
-    return state, metadata
+    return {k: _aligned(v) for k, v in state.items()}, metadata
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, copied when its data does not start on a 64-byte boundary. safetensors hands out views into the
+    file's buffer at offsets set by the header's length; BLAS kernels take other code paths (and round
+    differently) on misaligned data, so without this a model's outputs would depend on its metadata's length."""
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
 def check_state_dict(expected: Mapping[str, torch.Size | tuple[int, ...]],

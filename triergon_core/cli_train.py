@@ -72,6 +72,18 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from ..train.data.cache import latent_stats
+
+    s = latent_stats(args.cache, split=args.split)
+    print(f"{s['clips']} clips, {s['seconds']:.1f} s of audio")
+    print(f"posterior means: average {s['mean_mean']:.4f}, standard deviation {s['mean_std']:.4f}")
+    print(f"posterior standard deviation (average): {s['posterior_std']:.4f}")
+    print(f"DiT runs on this cache: --set model.latent_scale={s['mean_std']:.4g} --set data.sample_latents=false "
+          "gives unit-scale data")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.action == "export":
         from ..train.export import export_run
@@ -120,6 +132,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--device", default="cpu", help="torch device (default cpu)")
     cache.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(func=_cache)
+
+    stats = cmds.add_parser("stats", help="a cache's latent statistics, and the DiT's latent_scale for them")
+    stats.add_argument("cache", help="cache folder from `triergon data cache`")
+    stats.add_argument("--split", help="only this split")
+    stats.set_defaults(func=_stats)
 
     from ..train.run import add_train_arguments
 

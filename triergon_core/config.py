@@ -181,8 +181,13 @@ class ModelConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(max_seconds=10.0))
+    # The DiT samples VAE latents divided by this (Stable Audio's pretransform `scale`): set near the spread of
+    # the VAE's posterior means, the DiT's data has unit scale, as its noise schedule assumes. 1: the paper's.
+    latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.latent_scale) and self.latent_scale > 0):
+            raise ValueError(f"latent_scale must be a positive number, got {self.latent_scale!r}")
         if self.sequence.downsampling_ratio != self.vae.downsampling_ratio:
             raise ValueError(
                 f"sequence and VAE disagree on the latent rate: {self.sequence.downsampling_ratio=} "
@@ -222,10 +227,12 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         sections = {"vae": VAEConfig, "dit": DiTConfig, "conditioning": ConditioningConfig,
                     "sequence": SequenceConfig}
-        unknown = set(data) - {"name", *sections}
+        unknown = set(data) - {"name", "latent_scale", *sections}
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         kwargs: dict[str, Any] = {"name": data["name"]}
+        if "latent_scale" in data:  # older checkpoints lack it: 1
+            kwargs["latent_scale"] = float(data["latent_scale"])
         for key, section in sections.items():
             if key in data:
                 kwargs[key] = _section_from_dict(section, data[key])

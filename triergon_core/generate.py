@@ -312,6 +312,6 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
                              sampler=sampler, callback=callback, dtype=dtype, compile=compile)
     with staged(model.vae, device, offload):
         vae_dtype = next(model.vae.parameters()).dtype
-        audio_out = model.vae.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds),
-                                     progress=decode_progress)
+        audio_out = model.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds),
+                                 progress=decode_progress)
     return audio_out.float()

@@ -38,6 +38,12 @@ class TriErgon(nn.Module):
         for name, make in COMPONENTS.items():
             self.add_module(name, make(config))
 
+    def decode(self, latents: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Audio from the DiT's latents: `vae.decode` of them times `config.latent_scale` (keyword arguments go
+        to `OobleckVAE.decode`)."""
+        scale = self.config.latent_scale
+        return self.vae.decode(latents if scale == 1 else latents * scale, **kwargs)
+
 
 def resolve_config(preset: str | ModelConfig) -> ModelConfig:
     return preset if isinstance(preset, ModelConfig) else get_preset(preset)

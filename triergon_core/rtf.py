@@ -172,7 +172,7 @@ def time_generation(model: TriErgon, *, seconds: float, steps: int = 100, cfg_sc
     t2 = clock()
     with staged(model.vae, device, offload):
         vae_dtype = next(model.vae.parameters()).dtype
-        model.vae.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds))
+        model.decode(latents.to(vae_dtype), num_samples=model.config.sequence.num_samples(seconds))
         _sync(device)
     t3, c3 = clock(), time.process_time()
 

@@ -96,3 +96,25 @@ class CacheIndex:
 
     def item(self, i: int) -> dict[str, torch.Tensor]:
         return load_file(self.folder / "items" / f"{self.rows[i]['key']}.safetensors")
+
+
+def latent_stats(folder: str | os.PathLike, *, split: str | None = None) -> dict[str, float]:
+    """Statistics of a cache's latents: clip count, seconds of audio, the spread of the posterior means
+    (`mean_std`, over all channels and frames: the `latent_scale` that gives the DiT unit-scale data), their
+    average (`mean_mean`) and the average posterior standard deviation (`posterior_std`)."""
+    index = CacheIndex(folder, split=split)
+    if not len(index):
+        raise ValueError(f"{index.folder} holds no clips" + (f" of split {split!r}" if split else ""))
+    n, total, squares, posterior, seconds = 0, 0.0, 0.0, 0.0, 0.0
+    for i in range(len(index)):
+        item = index.item(i)
+        mean, std = item["latent_mean"].double(), item["latent_std"].double()
+        n += mean.numel()
+        total += float(mean.sum())
+        squares += float((mean ** 2).sum())
+        posterior += float(std.sum())
+        seconds += float(index.rows[i]["seconds"])
+    avg = total / n
+    return {"clips": len(index), "seconds": seconds, "mean_mean": avg,
+            "mean_std": max(squares / n - avg ** 2, 0.0) ** 0.5, "posterior_std": posterior / n}
+

@@ -71,14 +71,15 @@ class AudioCrops(Dataset):
 class LatentCrops(Dataset):
     """Latent crops with their conditions from a cache (the DiT trainer's data).
 
-    The latent is drawn from the cached posterior (mean + std * noise) with the sample's seed; the LUFS curve
-    is cut at the same time span and returned normalised to [0, 1].
+    The latent is drawn from the cached posterior (mean + std * noise) with the sample's seed, or is its mean,
+    and is divided by the model's `latent_scale`. Crops start at the latent frame nearest a LUFS window's start
+    (within half a latent frame, 23 ms), and the LUFS curve is cut from that window on, normalised to [0, 1].
     """
 
     def __init__(self, cache: str | Path, *, crop_seconds: float, seed: int, latent_rate: float,
-                 split: str | None = "train", sample_latents: bool = True) -> None:
+                 split: str | None = "train", sample_latents: bool = True, latent_scale: float = 1.0) -> None:
         self.cache = CacheIndex(cache, split=split)
-        self.sample_latents = sample_latents
+        self.sample_latents, self.latent_scale = sample_latents, latent_scale
         self.crop = math.ceil(round(crop_seconds * latent_rate, 6))
         self.lufs_frames = math.ceil(round(crop_seconds * LUFS_RATE, 6))
         self.latent_rate, self.seed = latent_rate, seed
@@ -92,13 +93,14 @@ class LatentCrops(Dataset):
         g = _generator(self.seed, ref)
         item = self.cache.item(ref.index)
         mean, std = item["latent_mean"], item["latent_std"]
-        start = _crop_start(mean.shape[-1], self.crop, g)
+        lufs_start, start = self._crop_starts(mean.shape[-1], g)
         noise = torch.randn(mean[:, start:start + self.crop].shape, generator=g)
         latent = mean[:, start:start + self.crop]
         if self.sample_latents:
             latent = latent + std[:, start:start + self.crop] * noise
+        if self.latent_scale != 1:
+            latent = latent / self.latent_scale
         seconds_start = start / self.latent_rate
-        lufs_start = round(seconds_start * LUFS_RATE)
         # padding reads as silence (-70 LUFS -> 0), which is what the padded latent decodes to
         out = {"latents": _fit(latent, 0, self.crop), "mask": _mask(latent.shape[-1], self.crop),
                "lufs": _fit(normalize_lufs(item["lufs"]), lufs_start, self.lufs_frames),
@@ -109,6 +111,16 @@ class LatentCrops(Dataset):
             if name in item:
                 out[name] = item[name]
         return out
+
+    def _crop_starts(self, frames: int, g: torch.Generator) -> tuple[int, int]:
+        """(LUFS window, latent frame) where a crop starts: a random LUFS window whose nearest latent frame
+        leaves a whole crop (the start of a clip shorter than one crop: 0, 0)."""
+        last = frames - self.crop  # the last latent start that leaves a whole crop
+        if last <= 0:
+            return 0, 0
+        windows = math.floor((last + 0.5) * LUFS_RATE / self.latent_rate)  # round(k * rate / 6) <= last
+        k = int(torch.randint(0, windows + 1, (1,), generator=g))
+        return k, min(round(k * self.latent_rate / LUFS_RATE), last)
 
 
 class FeatureCrops(Dataset):

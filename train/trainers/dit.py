@@ -7,6 +7,7 @@ the loop (their outputs are in the cache).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -45,6 +46,8 @@ def initial_model(config) -> TriErgon:
         model = build_model(config.model.preset, seed=config.run.seed)
     if config.model.lufs_frame_aligned and not model.config.conditioning.lufs_frame_aligned:
         model = with_lufs_frame_aligned(model, seed=config.run.seed)
+    if config.model.latent_scale:
+        model.config = dataclasses.replace(model.config, latent_scale=config.model.latent_scale)
     return model
 
 
@@ -82,13 +85,15 @@ class DiTTrainer(Trainer):
     def sample(self, module: Denoiser, item: dict[str, Any]) -> Sample:
         run = self.config.run
         latents = generate_latents(module, item, steps=run.sample_steps, cfg_scale=run.sample_cfg, seed=run.seed)
-        return decoded_sample(self.vae, latents, item, self.model_config.sequence.latent_rate,
+        mc = self.model_config
+        return decoded_sample(self.vae, latents * mc.latent_scale, item, mc.sequence.latent_rate,
                               labels=("target", "generated"))
 
     def dataset(self) -> LatentCrops:
         data = LatentCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
                            latent_rate=self.model_config.sequence.latent_rate, split=self.config.data.split,
-                           sample_latents=self.config.data.sample_latents)
+                           sample_latents=self.config.data.sample_latents,
+                           latent_scale=self.model_config.latent_scale)
         self.tokens_per_sample = data.crop
         return data
 
