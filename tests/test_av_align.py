@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from triergon.triergon_core.metrics import av_align, av_align_file, flow_energy, peak_iou
 from triergon.triergon_core.synthfoley import render_clip
@@ -88,6 +89,20 @@ def test_av_align_file_matches_arrays(tmp_path: Path):
     assert direct > 0.4
     assert av_align_file(tmp_path / "ball.mp4", tmp_path / "ball.flac") == pytest.approx(direct)
     assert av_align_file(tmp_path / "ball.mp4") == pytest.approx(direct)  # its own AAC track
+
+
+def test_eval_scores_a_clip_against_its_frames_and_against_them_shuffled(tmp_path: Path):
+    from triergon.triergon_core.evaluation import SHUFFLE_SEED, _av_align
+
+    clip = render_clip(seed=7, seconds=3, width=96, height=96, kinds=["ball"])
+    write_clip(clip, tmp_path / "ball.mp4", tmp_path / "ball.flac")
+    direct = av_align(clip.frames, clip.fps, clip.audio, clip.sample_rate)
+    order = np.random.default_rng(SHUFFLE_SEED).permutation(len(clip.frames))
+    aligned, shuffled = _av_align(tmp_path / "ball.mp4", torch.as_tensor(clip.audio))
+    assert aligned == pytest.approx(direct) and aligned > 0.4
+    # H.264 moves no peak of this clip (above), so the shuffled baseline equals the shuffled arrays' score
+    assert shuffled == pytest.approx(av_align(clip.frames[order], clip.fps, clip.audio, clip.sample_rate))
+    assert shuffled < 0.2
 
 
 def test_bad_inputs_and_missing_extra(monkeypatch):

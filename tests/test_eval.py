@@ -51,9 +51,9 @@ def test_scoring_the_reference_itself_gives_zero(manifest, tmp_path):
         assert clip["kl"] == pytest.approx(0.0, abs=1e-6)
     mean = report["mean"]
     assert mean["fd"] == pytest.approx(0.0, abs=1e-3) and mean["lufs_mae"] == 0.0
-    assert math.isfinite(mean["av_align"])
+    assert math.isfinite(mean["av_align"]) and "av_align_shuffled" in mean
     md = (tmp_path / "out" / "scores.md").read_text()
-    assert "| FD ↓ | KL ↓ | AV-Align ↑ |" in md and md.count("| synth-") == 3
+    assert "| FD ↓ | KL ↓ | AV-Align ↑ | AV-Align, shuffled video |" in md and md.count("| synth-") == 3
 
 
 def test_kl_from_another_embedder(manifest, tmp_path):

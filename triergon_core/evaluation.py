@@ -36,15 +36,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "ClipScore", "Scorer", "find_generated", "format_cell", "format_markdown", "load_clips",
+__all__ = ["METRICS", "ClipScore", "Scorer", "arrow", "find_generated", "format_cell", "format_markdown", "load_clips",
            "reference_audio", "score_folder", "write_report"]
 
 GENERATED_FORMATS = (".wav", ".flac")
-# name -> (column heading, whether higher is better); the order of the Markdown columns
+# name -> (column heading, whether higher is better: None for a baseline); the order of the Markdown columns
 METRICS = {
     "fd": ("FD", False),
     "kl": ("KL", False),
     "av_align": ("AV-Align", True),
+    "av_align_shuffled": ("AV-Align, shuffled video", None),
     "lufs_mae": ("LUFS MAE (LU)", False),
     "lufs_corr": ("LUFS corr.", True),
     "stereo_placement": ("stereo placement", True),
@@ -89,6 +90,7 @@ class ClipScore:
     lufs_corr: float  # mean of the two channels' Pearson correlation
     stereo_placement: float
     av_align: float
+    av_align_shuffled: float  # the same audio against the clip's frames in a seeded random order (the baseline)
     kl: float
 
 
@@ -131,9 +133,10 @@ class Scorer:
         self._generated.append(gen_emb)
         self._reference.append(ref_emb)
         kl = math.nan if probs is None else float(kl_divergence(probs[1:], probs[:1]))
+        aligned, shuffled = _av_align(video, generated)
         score = ClipScore(id=clip_id, seconds=num / SAMPLE_RATE, lufs_mae=_nanmean(tracking.mae),
                           lufs_mae_lr=tuple(tracking.mae), lufs_corr=_nanmean(tracking.correlation),
-                          stereo_placement=placement.accuracy, av_align=_av_align(video, generated),
+                          stereo_placement=placement.accuracy, av_align=aligned, av_align_shuffled=shuffled,
                           kl=kl)
         self.clips.append(score)
         return score
@@ -149,8 +152,7 @@ class Scorer:
         """The mean of each per-clip metric over the clips where it is defined, and the set's FD."""
         if not self.clips:
             raise ValueError("no clip was scored")
-        means = {name: _nanmean([getattr(c, name) for c in self.clips])
-                 for name in ("kl", "av_align", "lufs_mae", "lufs_corr", "stereo_placement")}
+        means = {name: _nanmean([getattr(c, name) for c in self.clips]) for name in METRICS if name != "fd"}
         if len(self.clips) < 2:
             logger.warning("FD needs at least 2 clips (a covariance); with 1 it is left out")
             fd = math.nan
@@ -159,13 +161,20 @@ class Scorer:
         return {"fd": fd, **means}
 
 
-def _av_align(video: str | os.PathLike, audio: torch.Tensor) -> float:
+SHUFFLE_SEED = 0
+
+
+def _av_align(video: str | os.PathLike, audio: torch.Tensor) -> tuple[float, float]:
+    """AV-Align of `audio` with the video's first frames, and with the same frames in a random order (seeded by
+    `SHUFFLE_SEED`): the baseline an audio track unrelated to the motion reaches."""
     from .video import probe_video, read_frames
 
     info = probe_video(video)
     end = min(info.duration, audio.shape[-1] / SAMPLE_RATE)
-    frames = read_frames(video, fps=info.fps, end=end)
-    return float(av_align(frames.frames, info.fps, audio, SAMPLE_RATE))
+    frames = read_frames(video, fps=info.fps, end=end).frames
+    shuffled = frames[np.random.default_rng(SHUFFLE_SEED).permutation(len(frames))]
+    return (float(av_align(frames, info.fps, audio, SAMPLE_RATE)),
+            float(av_align(shuffled, info.fps, audio, SAMPLE_RATE)))
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -242,7 +251,7 @@ def format_markdown(report: dict, *, title: str) -> str:
     missing = f"; {len(report['missing'])} without a generated file" if report["missing"] else ""
     embedder = f" FD and KL: {report['embedder']}." if "embedder" in report else ""
     lines = [f"# {title}", "", f"{report['num_clips']} clips{missing}.{embedder}", "",
-             "| " + " | ".join(heading + (" ↑" if up else " ↓") for heading, up in METRICS.values()) + " |",
+             "| " + " | ".join(heading + arrow(up) for heading, up in METRICS.values()) + " |",
              "|" + " --- |" * len(METRICS),
              "| " + " | ".join(format_cell(mean[name]) for name in METRICS) + " |", "",
              "| clip | " + " | ".join(h for name, (h, _) in METRICS.items() if name != "fd") + " |",
@@ -251,6 +260,11 @@ def format_markdown(report: dict, *, title: str) -> str:
         lines.append(f"| {clip['id']} | " + " | ".join(format_cell(clip[name]) for name in METRICS if name != "fd")
                      + " |")
     return "\n".join(lines) + "\n"
+
+
+def arrow(higher_is_better: bool | None) -> str:
+    """The heading's mark: ↑ (higher is better), ↓ (lower is better), nothing for a baseline."""
+    return "" if higher_is_better is None else " ↑" if higher_is_better else " ↓"
 
 
 def format_cell(value: float | None) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ._fs import atomic_write_path
 from .audio import write_audio
-from .evaluation import METRICS, format_cell, reference_audio, score_folder
+from .evaluation import METRICS, arrow, format_cell, reference_audio, score_folder
 from .generate import fit_lufs, generate, prepare_conditions, resolve_seconds
 from .lufs_curve import LufsCurve
 from .model import TriErgon
@@ -163,11 +163,11 @@ def _claim(output: Path, settings: dict) -> None:
 def format_table3(result: dict) -> str:
     """The table as Markdown: one row per condition set, with what produced it underneath."""
     s = result["settings"]
-    columns = [name for name in METRICS if name in ("fd", "kl", "av_align", "lufs_mae")]
+    columns = [name for name in METRICS if name in ("fd", "kl", "av_align", "av_align_shuffled", "lufs_mae")]
     yes, no = "✓", "✗"
     lines = ["# Table 3 (in miniature): combinations of conditions", "",
              "| e_V | e_L (text) | e_A (reference audio) | E_L | "
-             + " | ".join(METRICS[c][0] + (" ↑" if METRICS[c][1] else " ↓") for c in columns) + " |",
+             + " | ".join(METRICS[c][0] + arrow(METRICS[c][1]) for c in columns) + " |",
              "| --- | --- | --- | --- |" + " --- |" * len(columns)]
     for row in result["rows"]:
         lines.append(f"| {yes} | {yes if row['text'] else no} | {yes if row['audio'] else no} | "
@@ -178,5 +178,6 @@ def format_table3(result: dict) -> str:
               f"{s['cfg_scale']:g}, seed {s['seed']} (+ the clip's index, the same in every row); checkpoint: "
               f"{s.get('checkpoint') or 'none (random weights)'}; embedders: {s.get('embedder', '?')}.",
               "LUFS MAE: the generated audio against the E_L it was asked to follow (LU, frames above -60 LUFS). "
+              "AV-Align, shuffled video: the same audio against the clip's frames in a random order (the baseline). "
               "The reference audio is the clip's own (the paper's ground-truth e_A)."]
     return "\n".join(lines) + "\n"
