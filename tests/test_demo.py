@@ -125,8 +125,13 @@ def test_bundle_takes_the_vae_run_and_the_dit_run(tmp_path, monkeypatch, caplog)
         for k, v in getattr(runs[source], part).state_dict().items():
             got = stored[f"{part}.{k}"]
             assert torch.equal(got, v.to(got.dtype)), (part, k)
-    # the DiT run's own VAE (what its latents came from) is not the VAE run's: said in one warning
+    # the DiT run's own VAE encoder (what its latents came from) is not the VAE run's: said in one warning
     assert [r.getMessage() for r in caplog.records if "another VAE" in r.getMessage()]
+    # a VAE run that trained only the decoder of the DiT run's VAE keeps its latents: no warning
+    caplog.clear()
+    runs["vae"].vae.encoder.load_state_dict(runs["dit"].vae.encoder.state_dict())
+    demo_bundle.bundle_demo(tmp_path / "decoder-only", vae="vae", dit="dit")
+    assert not [r.getMessage() for r in caplog.records if "another VAE" in r.getMessage()]
     assert _metadata(files.predictor) | {"config": ""} == {"format": "triergon-lufs-predictor", "trained": "true",
                                                           "trained_by": "run lufs", "config": ""}
     monkeypatch.setattr(demo_bundle, "load_run", lambda run: (runs["vae"], get_recipe("synthfoley-vae"), "x"))

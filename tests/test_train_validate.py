@@ -67,7 +67,8 @@ def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
     assert (trainer, step) == ("vae", 2) and not vae.training
 
 
-def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path):
+@pytest.mark.parametrize("decode_mean", [False, True])
+def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path, decode_mean):
     from triergon.train.export import export_run
     from triergon.triergon_core.checkpoint import load_checkpoint
 
@@ -78,12 +79,25 @@ def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path
     start, _ = export_run(tmp_path / "a", tmp_path / "a.safetensors")
     with pytest.raises(ValueError, match=r"model\.init"):
         trainer_class("vae")(apply_overrides(config, ["vae_loss.train_encoder=false"]), info, tmp_path / "x").build()
-    frozen = apply_overrides(config, ["vae_loss.train_encoder=false", f"model.init={start}", "run.steps=2"])
+    frozen = apply_overrides(config, ["vae_loss.train_encoder=false", f"model.init={start}", "run.steps=2",
+                                      f"vae_loss.decode_mean={str(decode_mean).lower()}"])
     trainer_class("vae")(frozen, info, tmp_path / "b").fit()
     after, _ = export_run(tmp_path / "b", tmp_path / "b.safetensors")
     before, now = load_checkpoint(start).vae, load_checkpoint(after).vae
     assert all(torch.equal(v, now.encoder.state_dict()[k]) for k, v in before.encoder.state_dict().items())
     assert any(not torch.equal(v, now.decoder.state_dict()[k]) for k, v in before.decoder.state_dict().items())
+
+
+def test_vae_forward_decodes_the_posterior_mean_when_asked():
+    from triergon.triergon_core.model import build_model
+
+    vae = build_model("tiny", seed=0).vae
+    x = torch.randn(1, 2, 4096, generator=torch.Generator().manual_seed(0))
+    a, kl = vae(x, sample=False, generator=torch.Generator().manual_seed(1))
+    b, _ = vae(x, sample=False, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and torch.equal(a, vae.decoder(vae.encode(x, sample=False)))
+    drawn, kl_drawn = vae(x, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a, drawn) and torch.equal(kl, kl_drawn)
 
 
 class _Constant(torch.nn.Module):

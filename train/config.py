@@ -59,6 +59,9 @@ class VAELossConfig:
     # false: the encoder is frozen and only the decoder trains (start such a run from an export with
     # `model.init`): latents cached from that export stay valid, so a DiT can train on them meanwhile
     train_encoder: bool = True
+    # decode the posterior mean instead of a draw; with train_encoder=false the decoder learns exactly the latents
+    # a DiT trained on posterior means (data.sample_latents=false) gives it
+    decode_mean: bool = False
     discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32

@@ -81,10 +81,11 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         model.vae.load_state_dict(trained.vae.state_dict())
         sources.append(f"vae: {source}")
         parts.append("vae")
+        # the latents depend on the encoder only: a decoder-only run (vae_loss.train_encoder=false) keeps them
         if dit_vae is not None and not all(torch.allclose(dit_vae[k], v, rtol=1e-3, atol=1e-4)
-                                           for k, v in model.vae.state_dict().items()):
-            logger.warning("the DiT run started from another VAE than the VAE run's EMA (model.init): its latents "
-                           "may not be this VAE's; export the VAE run and cache with that file")
+                                           for k, v in model.vae.state_dict().items() if k.startswith("encoder.")):
+            logger.warning("the DiT run started from another VAE encoder than the VAE run's EMA (model.init): its "
+                           "latents may not be this VAE's; export the VAE run and cache with that file")
     placeholder = f"placeholder: seeded random weights (seed {PLACEHOLDER_SEED})"
     missing = [f"{part}: {placeholder}" for part in ("vae", "dit") if part not in parts]
     meta = {"trained": "false" if missing else "true", "trained_parts": ",".join(parts) or "none",

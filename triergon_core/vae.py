@@ -192,11 +192,12 @@ class OobleckVAE(nn.Module):
         return audio if num_samples is None else audio[..., :num_samples]
 
     def forward(self, audio: torch.Tensor, *, generator: torch.Generator | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Autoencode in one pass (training): returns (reconstruction, KL)."""
+                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Autoencode in one pass (training): returns (reconstruction, KL); `sample=False` decodes the posterior
+        mean instead of a draw."""
         _check_audio(audio, self.config.audio_channels)
         dist = split_bottleneck(self.encoder(audio))
-        return self.decoder(dist.sample(generator=generator)), dist.kl()
+        return self.decoder(dist.sample(generator=generator) if sample else dist.mean), dist.kl()
 
 
 def apply_windowed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, in_hop: int,

@@ -76,7 +76,7 @@ class VAETrainer(Trainer):
             n = real.shape[0]
             loss = discriminator_loss([(x[:n], f) for x, f in out], [(x[n:], f) for x, f in out])
             return loss * scale, {}
-        fake, kl = self.parts["vae"].net(real, generator=self.generator(step, micro))
+        fake, kl = self.parts["vae"].net(real, generator=self.generator(step, micro), sample=not lc.decode_mean)
         fake = fake * keep
         batch["_fake"] = fake.detach()
         terms = {"stft": self.stft(fake.float(), real.float()), "kl": kl}
