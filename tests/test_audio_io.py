@@ -311,3 +311,22 @@ def test_write_clips_with_warning(tmp_path, caplog):
     write_audio(tmp_path / "float.wav", audio, bits=32)  # float output keeps the values
     assert not caplog.records
     assert torch.equal(load_audio(tmp_path / "float.wav"), audio)
+
+
+def test_flac_with_a_false_sync_code_decodes_whole(caplog):
+    """tests/data/flac-false-sync.flac is the tail (3924 samples) of a SynthFoley clip as `write_audio` encodes it:
+    FFmpeg's FLAC parser splits a piece off its last frame at a false sync code, a packet the decoder rejects,
+    while the frame itself decodes whole. The packet is skipped and every sample comes out, bit-exact against
+    libsndfile."""
+    from pathlib import Path
+
+    sf = pytest.importorskip("soundfile")
+    path = Path(__file__).parent / "data" / "flac-false-sync.flac"
+    with caplog.at_level(logging.DEBUG, logger="triergon"):
+        audio = load_audio(path)
+    expected, rate = sf.read(path, dtype="float32", always_2d=True)
+    assert rate == SAMPLE_RATE and audio.shape == (2, 3924)
+    assert torch.equal(audio, torch.from_numpy(expected.T.copy()))
+    skipped = [r for r in caplog.records if "skipped 1 packet" in r.getMessage()]
+    assert skipped and skipped[0].levelno == logging.DEBUG  # all 3924 declared samples came out: no warning
+    assert torch.equal(load_audio(path.read_bytes()), audio)  # the same from memory (shards hold bytes)

@@ -306,6 +306,31 @@ def _select(
     return audio
 
 
+def _decoded_frames(container: av.container.InputContainer, stream: av.AudioStream, name: str):
+    """The stream's decoded frames. A packet the decoder rejects as invalid data is skipped, as the ffmpeg command
+    line does: FFmpeg's FLAC parser can split off a piece of a valid frame at a false sync code (about one clip in
+    two thousand of SynthFoley's), a piece that decodes to nothing while the frame itself decodes whole. Skipping
+    is logged: at debug level when every sample the stream declares came out, else as a warning."""
+    skipped, samples = 0, 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            skipped += 1
+            continue
+        for frame in frames:
+            samples += frame.samples
+            yield frame
+    if skipped:
+        declared = None
+        if stream.duration is not None and stream.time_base is not None:
+            declared = round(stream.duration * stream.time_base * stream.codec_context.sample_rate)
+        complete = declared is not None and samples >= declared
+        logger.log(logging.DEBUG if complete else logging.WARNING,
+                   "%s: skipped %d packet(s) of invalid data; %d samples decoded%s", name, skipped, samples,
+                   "" if declared is None else f" of the {declared} the stream declares")
+
+
 def _decode_file(
     path: Path | io.BytesIO, offset: float, duration: float | None
 ) -> tuple[torch.Tensor, int, list[str] | None, str]:
@@ -339,7 +364,7 @@ def _decode_file(
             start, stop = _sample_range(rate, offset, duration)
             resampler = av.AudioResampler(format="fltp", layout=ctx.layout, rate=rate)
             chunks, decoded = [], 0
-            for frame in container.decode(stream):
+            for frame in _decoded_frames(container, stream, name):
                 for converted in resampler.resample(frame):
                     chunks.append(converted.to_ndarray())
                     decoded += chunks[-1].shape[-1]
