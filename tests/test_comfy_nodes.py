@@ -133,7 +133,7 @@ def test_edit_text_format_calls_the_curve_methods():
     ("offset\n", "offset needs db"),
     ("offset x", "not a number"),
     ("offset -6 channels=C", "not L or R"),
-    ("smooth 1 start=2", "does not take start="),
+    ("clamp -40 -10 start=2", "does not take start="),  # clamp and resample act on the whole curve
     ("\n\npan 1 2", "line 3.*takes <amount>"),
 ])
 def test_edit_text_errors_name_the_line(text, message):

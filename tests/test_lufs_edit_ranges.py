@@ -90,3 +90,21 @@ def test_cli_refuses_combinations_without_a_meaning(tmp_path, caplog, options, m
     rc, edited = _edit(tmp_path, *options)
     assert rc == 2 and edited is None
     assert re.search(message, caplog.records[-1].getMessage()), caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize(("line", "call"), [
+    ("fade_in 0.5 start=1 end=3 channels=L", lambda c: c.fade_in(0.5, start=1, end=3, channels="L")),
+    ("fade_out 1 floor=-60 end=4", lambda c: c.fade_out(1, floor=-60, end=4)),
+    ("smooth 0.5 start=1 end=3 channels=R", lambda c: c.smooth(0.5, start=1, end=3, channels="R")),
+    ("swap start=2", lambda c: c.swap_channels(start=2)),
+    ("copy L R start=1 end=2", lambda c: c.copy_channel("L", "R", start=1, end=2)),
+])
+def test_text_edits_take_the_ranges_the_methods_take(line, call):
+    """The node pack's edit text reaches every range the CLI and the methods have (it used to refuse them)."""
+    from triergon.triergon_core.lufs_edit_text import apply_edits, parse_edits
+
+    g = torch.Generator().manual_seed(0)
+    curve = LufsCurve(-40 + 30 * torch.rand(2, 36, generator=g))
+    edited = apply_edits(curve, parse_edits(line))
+    assert torch.equal(edited.values, call(curve).values)
+    assert not torch.equal(edited.values, curve.values)

@@ -4,9 +4,9 @@
     set_level -20 start=0 end=1
     pan -0.5 start=3                      # towards the left from 3 s on
     fade_in 0.5
-    fade_out 1 floor=-60
-    smooth 0.5
-    swap
+    fade_out 1 floor=-60 end=8            # the last second before 8 s
+    smooth 0.5 start=1 end=3 channels=R
+    swap start=4                          # every edit but clamp and resample takes start= / end=
     copy L R                              # or: copy L:R
     clamp -40 -10                         # or: clamp lo=-40 hi=-10
     resample 8
@@ -42,11 +42,11 @@ OPERATIONS: dict[str, _Spec] = {
     "offset": _Spec("offset", ("db",), (*_SPAN, "channels")),
     "set_level": _Spec("set_level", ("level",), (*_SPAN, "channels")),
     "pan": _Spec("pan", ("amount",), (*_SPAN, "range_db")),
-    "fade_in": _Spec("fade_in", ("seconds",), ("floor", "channels")),
-    "fade_out": _Spec("fade_out", ("seconds",), ("floor", "channels")),
-    "smooth": _Spec("smooth", ("seconds",)),
-    "swap": _Spec("swap_channels", ()),
-    "copy": _Spec("copy_channel", ("src", "dst"), names=("src", "dst")),
+    "fade_in": _Spec("fade_in", ("seconds",), ("floor", *_SPAN, "channels")),
+    "fade_out": _Spec("fade_out", ("seconds",), ("floor", *_SPAN, "channels")),
+    "smooth": _Spec("smooth", ("seconds",), (*_SPAN, "channels")),
+    "swap": _Spec("swap_channels", (), _SPAN),
+    "copy": _Spec("copy_channel", ("src", "dst"), _SPAN, names=("src", "dst")),
     "clamp": _Spec("clamp", ("lo", "hi"), ("lo", "hi")),
     "resample": _Spec("resample", ("duration",)),
 }
