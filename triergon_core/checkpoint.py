@@ -88,19 +88,21 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             raise CheckpointError(f"{path} holds no state dict of tensors")
         return dict(obj), {}
     try:
-        state = load_file(path)
+        state = load_tensors(path)
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
-    return {k: _aligned(v) for k, v in state.items()}, metadata
+    return state, metadata
 
 
-def _aligned(tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor`, copied when its data does not start on a 64-byte boundary. safetensors hands out views into the
-    file's buffer at offsets set by the header's length; BLAS kernels take other code paths (and round
-    differently) on misaligned data, so without this a model's outputs would depend on its metadata's length."""
-    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, each in memory that starts on a 64-byte boundary.
+
+    safetensors (0.8) hands out views into the file's buffer at offsets set by the header's length; BLAS kernels
+    take other code paths (and round differently) on misaligned data, so without the copy of those tensors a
+    model's outputs would depend on its file's metadata. Every weight file of the project is read through this."""
+    return {k: v if v.data_ptr() % 64 == 0 else v.clone() for k, v in load_file(str(path)).items()}
 
 
 def check_state_dict(expected: Mapping[str, torch.Size | tuple[int, ...]],

@@ -101,12 +101,12 @@ def tower_from_config(config: dict, kind: str, *, text: bool, device: torch.devi
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a folder's checkpoint (safetensors first; `.bin` through `torch.load(weights_only=True)`)."""
-    from safetensors.torch import load_file
+    from .checkpoint import load_tensors
 
     def one(file: Path) -> dict[str, torch.Tensor]:
         try:
             if file.suffix == ".safetensors":
-                return load_file(str(file))
+                return load_tensors(file)
             return torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(f"cannot read LanguageBind weights {file}: {err}") from err
