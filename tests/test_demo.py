@@ -35,6 +35,12 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def _architecture(config):
+    from triergon.train.demo_bundle import _architecture as architecture
+
+    return architecture(config)
+
+
 def _metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return f.metadata() or {}
@@ -85,7 +91,9 @@ def test_the_encoders_load_as_released_folders_and_are_the_seeded_towers():
 
 def test_the_model_is_the_demo_preset_and_placeholders_say_so(caplog):
     model = load_checkpoint(SHIPPED.model)
-    assert model.config == get_preset("demo")
+    # the demo preset, with the options its DiT run added: the latent scale and the frame-aligned LUFS path
+    assert _architecture(model.config) == get_preset("demo")
+    assert model.config.conditioning.lufs_frame_aligned and model.config.latent_scale == pytest.approx(0.3514)
     assert load_file(SHIPPED.model)["vae.decoder.layers.0.weight_v"].dtype == torch.float16
     for path in (SHIPPED.model, SHIPPED.predictor):
         meta = _metadata(path)
@@ -211,7 +219,8 @@ def test_loader_node_defaults_to_the_demo_model():
     assert spec["required"]["checkpoint"][1]["default"] == DEFAULT_CHECKPOINT == CHOICE
     assert spec["optional"]["dinov2"][1]["default"] == spec["optional"]["lufs_predictor"][1]["default"] == CHOICE
     (model,) = loader().load(CHOICE, dinov2=CHOICE, lufs_predictor=CHOICE)
-    assert model.config == get_preset("demo") and model.random_weights == (not is_trained(SHIPPED.model))
+    assert _architecture(model.config) == get_preset("demo")
+    assert model.random_weights == (not is_trained(SHIPPED.model))
     assert model.encoders.embed_dim == 128 and model.dinov2.feature_dim == model.predictor.config.feature_dim
     assert loader.IS_CHANGED(CHOICE) == loader.IS_CHANGED(CHOICE) and "missing" not in loader.IS_CHANGED(CHOICE)
 
