@@ -131,3 +131,16 @@ class CountingEncoders:
     def encode_video_file(self, path, *, start=0.0, end=None):
         self.calls["video-file"] += 1
         return self.inner.encode_video_file(path, start=start, end=end)
+
+
+def train_on_cpu(recipe: str, run_dir: Path, overrides: list[str]):
+    """Fit `recipe` with `overrides` (`section.key=value`) in one CPU process into `run_dir`; the trainer."""
+    from triergon.train.config import apply_overrides
+    from triergon.train.distributed import init_distributed
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers import trainer_class
+
+    config = apply_overrides(get_recipe(recipe), overrides)
+    trainer = trainer_class(config.trainer)(config, init_distributed(device="cpu"), run_dir)
+    trainer.fit()
+    return trainer

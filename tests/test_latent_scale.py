@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from _helpers import train_on_cpu
 
 from triergon.train.data.cache import CacheIndex, latent_stats
 from triergon.train.data.datasets import LatentCrops
@@ -111,17 +112,11 @@ def test_latent_stats_and_the_stats_command(train_data, capsys):
 
 
 def test_a_dit_run_sets_the_scale_and_its_export_keeps_it(train_data, tmp_path):
-    from triergon.train.config import apply_overrides
-    from triergon.train.distributed import init_distributed
     from triergon.train.export import export_run
-    from triergon.train.recipes import get_recipe
-    from triergon.train.trainers import trainer_class
 
-    config = apply_overrides(get_recipe("cpu-smoke"), [f"data.path={train_data['cache']}", "run.steps=1",
-                                                       "run.save_every=1", "run.sample_every=0",
-                                                       "model.latent_scale=0.5", "data.sample_latents=false"])
-    trainer = trainer_class(config.trainer)(config, init_distributed(device="cpu"), tmp_path / "run")
-    trainer.fit()
+    trainer = train_on_cpu("cpu-smoke", tmp_path / "run", [
+        f"data.path={train_data['cache']}", "run.steps=1", "run.save_every=1", "run.sample_every=0",
+        "model.latent_scale=0.5", "data.sample_latents=false"])
     assert trainer.model_config.latent_scale == 0.5
     path, _ = export_run(tmp_path / "run", tmp_path / "model.safetensors")
     assert load_checkpoint(path).config.latent_scale == 0.5

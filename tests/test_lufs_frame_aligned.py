@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _helpers import max_rel_err, perturb_
+from _helpers import max_rel_err, perturb_, train_on_cpu
 
 from triergon.train.trainers.dit import Denoiser, with_lufs_frame_aligned
 from triergon.triergon_core.checkpoint import load_checkpoint, save_checkpoint
@@ -240,17 +240,11 @@ def test_checkpoint_round_trip_keeps_the_path(tmp_path):
 
 
 def test_training_with_the_path_on(train_data, tmp_path):
-    from triergon.train.config import apply_overrides
-    from triergon.train.distributed import init_distributed
     from triergon.train.export import export_run
-    from triergon.train.recipes import get_recipe
-    from triergon.train.trainers import trainer_class
 
-    config = apply_overrides(get_recipe("cpu-smoke"), [f"data.path={train_data['cache']}", "run.steps=1",
-                                                       "run.save_every=1", "run.sample_every=1",
-                                                       "run.sample_steps=1", "model.lufs_frame_aligned=true"])
-    trainer = trainer_class(config.trainer)(config, init_distributed(device="cpu"), tmp_path / "run")
-    trainer.fit()
+    trainer = train_on_cpu("cpu-smoke", tmp_path / "run", [
+        f"data.path={train_data['cache']}", "run.steps=1", "run.save_every=1", "run.sample_every=1",
+        "run.sample_steps=1", "model.lufs_frame_aligned=true"])
     assert trainer.model_config.conditioning.lufs_frame_aligned
     weight = trainer.parts["denoiser"].module.dit.to_frame_embed.weight
     assert torch.isfinite(weight).all() and torch.count_nonzero(weight) > 0  # it trained away from zero

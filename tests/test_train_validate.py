@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _helpers import train_on_cpu
 
 from triergon.train.config import apply_overrides
 from triergon.train.distributed import init_distributed
@@ -53,9 +54,8 @@ def test_half_amplitude_is_six_lu_too_quiet():
 
 
 def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
-    config = apply_overrides(get_recipe("cpu-smoke-vae"), [f"data.path={train_data['shards']}", "run.steps=2",
-                                                           "run.save_every=1", "run.sample_every=0"])
-    trainer_class("vae")(config, init_distributed(device="cpu"), tmp_path).fit()
+    train_on_cpu("cpu-smoke-vae", tmp_path, [f"data.path={train_data['shards']}", "run.steps=2", "run.save_every=1",
+                                             "run.sample_every=0"])
     rows = validate_run(tmp_path, train_data["shards"], limit=2)
     assert [r["step"] for r in rows] == [1, 2] and all(r["clips"] == 2 for r in rows)
     assert all(math.isfinite(r["mrstft"]) and r["loudness_mae"] >= 0 for r in rows)
@@ -123,9 +123,8 @@ def test_predictor_scores_in_lu_over_audible_frames():
 
 
 def test_validate_run_scores_a_lufs_run(train_data, tmp_path):
-    config = apply_overrides(get_recipe("cpu-smoke-lufs"), [f"data.path={train_data['cache']}", "run.steps=1",
-                                                            "run.save_every=1", "run.sample_every=0"])
-    trainer_class("lufs")(config, init_distributed(device="cpu"), tmp_path).fit()
+    train_on_cpu("cpu-smoke-lufs", tmp_path, [f"data.path={train_data['cache']}", "run.steps=1", "run.save_every=1",
+                                              "run.sample_every=0"])
     rows = validate_run(tmp_path, train_data["cache"], limit=3)
     assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 3 and rows[0]["mae"] > 0
 
@@ -167,9 +166,8 @@ def test_generation_scores_known_answers(monkeypatch, swap):
 
 
 def test_validate_run_scores_a_dit_run(train_data, tmp_path):
-    config = apply_overrides(get_recipe("cpu-smoke"), [f"data.path={train_data['cache']}", "run.steps=1",
-                                                       "run.save_every=1", "run.sample_every=0"])
-    trainer_class("dit")(config, init_distributed(device="cpu"), tmp_path).fit()
+    train_on_cpu("cpu-smoke", tmp_path, [f"data.path={train_data['cache']}", "run.steps=1", "run.save_every=1",
+                                         "run.sample_every=0"])
     rows = validate_run(tmp_path, train_data["cache"], limit=2, steps=2)
     assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 2 and rows[0]["steps"] == 2
     assert math.isfinite(rows[0]["lufs_mae"]) and rows[0]["lufs_mae"] >= 0

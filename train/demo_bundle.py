@@ -15,10 +15,9 @@ import logging
 import os
 
 import torch
-from safetensors import safe_open
 
 from ..triergon_core.checkpoint import save_checkpoint
-from ..triergon_core.demo import DemoFiles, write_demo_encoders
+from ..triergon_core.demo import DemoFiles, is_trained, write_demo_encoders
 from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
 from ..triergon_core.model import build_model
 from ..triergon_core.presets import get_preset
@@ -43,12 +42,6 @@ def _architecture(config):
     return dataclasses.replace(config, latent_scale=1.0).with_lufs_frame_aligned(False)
 
 
-def _vae_trained(path: str) -> bool:
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-    return meta.get("trained", "true") != "false" and "vae" in meta.get("trained_parts", "vae").split(",")
-
-
 def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = None,
                 dit: str | os.PathLike | None = None, lufs: str | os.PathLike | None = None) -> DemoFiles:
     """Write the demo weights folder `output` (model, T_LUFS, encoders; MODEL_CARD.md is left as it is).
@@ -70,7 +63,7 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         dit_vae = trained.vae.state_dict()
         sources.append(f"dit, conditioner: {source}")
         parts += ["dit", "conditioner"]
-        if vae is None and config.model.init and _vae_trained(config.model.init):
+        if vae is None and config.model.init and is_trained(config.model.init, "vae"):
             model.vae.load_state_dict(dit_vae)
             sources.append(f"vae: the DiT run's model.init ({os.path.basename(config.model.init)})")
             parts.append("vae")

@@ -86,14 +86,17 @@ def is_demo_checkpoint(path: str | os.PathLike) -> bool:
     return Path(path).expanduser().resolve() == DemoFiles().model.resolve()
 
 
-def is_trained(path: str | os.PathLike) -> bool:
-    """False when the safetensors metadata of `path` says `"trained": "false"` (placeholder weights); files
-    without that field (every checkpoint not made by `triergon demo bundle`) count as trained."""
+def is_trained(path: str | os.PathLike, part: str | None = None) -> bool:
+    """False when the safetensors metadata of `path` says `"trained": "false"` (placeholder weights), or, with
+    `part` (e.g. "vae"), when its `"trained_parts"` list leaves that part out; files without those fields (every
+    checkpoint not made by `triergon demo bundle`) count as trained."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("trained", "true") != "false"
+            meta = f.metadata() or {}
     except (SafetensorError, OSError):
         return True  # not ours to judge: the loader reports unreadable files
+    parts = meta.get("trained_parts")
+    return meta.get("trained", "true") != "false" and (part is None or parts is None or part in parts.split(","))
 
 
 def apply_demo_defaults(args: Any, *, lufs_models: bool = False) -> None:

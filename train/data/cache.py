@@ -117,4 +117,3 @@ def latent_stats(folder: str | os.PathLike, *, split: str | None = None) -> dict
     avg = total / n
     return {"clips": len(index), "seconds": seconds, "mean_mean": avg,
             "mean_std": max(squares / n - avg ** 2, 0.0) ** 0.5, "posterior_std": posterior / n}
-
