@@ -117,6 +117,51 @@ def test_overrides_parse_types_and_reject_unknown_keys():
     assert all(get_recipe(n).recipe == n for n in RECIPES)
 
 
+def test_weight_norm_data_init_makes_the_latent_follow_the_input():
+    """A new Oobleck VAE's latent hardly depends on quiet audio (its biases dominate); after the data-dependent init
+    every latent channel has zero mean and unit spread on the batch, almost all of it from the input, a 20 dB
+    quieter input moves it, and the reconstruction has the input's spread."""
+    from triergon.train.losses import weight_norm_data_init
+    from triergon.triergon_core.presets import get_preset
+    from triergon.triergon_core.vae import OobleckVAE
+
+    torch.manual_seed(0)
+    audio = torch.randn(4, 2, 8192) * 0.05
+    vae = OobleckVAE(config=get_preset("tiny").vae)
+
+    def latent(x):
+        return vae.encoder(x).chunk(2, 1)[0]
+
+    with torch.no_grad():
+        before = latent(audio) - latent(torch.zeros_like(audio))
+        assert float(before.std()) < 0.2 * float(latent(audio).std())
+        weight_norm_data_init(vae, lambda: vae(audio, sample=False), targets={vae.decoder.layers[-1]: 0.05})
+        z = latent(audio)
+        assert torch.allclose(z.mean(dim=(0, 2)), torch.zeros(z.shape[1]), atol=1e-4)
+        assert torch.allclose(z.std(dim=(0, 2)), torch.ones(z.shape[1]), atol=1e-3)
+        assert float((z - latent(torch.zeros_like(audio))).std()) > 0.9
+        assert float((z - latent(audio * 0.1)).std()) > 0.5
+        assert float(vae(audio, sample=False)[0].std()) == pytest.approx(0.05, rel=0.01)  # 0.05 per channel
+
+
+def test_vae_trainer_data_init_sets_gains_and_biases(train_data, tmp_path):
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers import trainer_class
+
+    def built(name, *extra):
+        config = apply_overrides(get_recipe("cpu-smoke-vae"), [f"data.path={train_data['shards']}", *extra])
+        trainer = trainer_class("vae")(config, init_distributed(device="cpu"), tmp_path / name)
+        trainer.build()
+        return trainer
+
+    plain, init = built("a"), built("b", "vae_loss.data_init=true")
+    a, b = (dict(t.parts["vae"].module.named_parameters()) for t in (plain, init))
+    assert not torch.equal(a["encoder.layers.0.weight_g"], b["encoder.layers.0.weight_g"])
+    assert torch.equal(a["encoder.layers.0.weight_v"], b["encoder.layers.0.weight_v"])  # only gains and biases move
+    # the EMA starts from the initialised weights
+    assert torch.equal(init.parts["vae"].ema["encoder.layers.0.weight_g"], b["encoder.layers.0.weight_g"])
+
+
 def test_vae_losses():
     from triergon.train.losses import (
         MultiScaleSTFTDiscriminator,
@@ -131,6 +176,13 @@ def test_vae_losses():
     real = torch.randn(2, 2, 8192) * 0.1
     loss = stft_loss((256, 64))
     assert float(loss(real, real)) < 1e-6 < float(loss(real * 0.5, real))
+    # Stable Audio's sum-and-difference loss cannot tell a clip from its mirror image; the per-channel one can
+    mirrored = real.flip(1)
+    assert float(loss(mirrored, real)) < 1e-6
+    per_channel = stft_loss((256, 64), layout="channels")
+    assert float(per_channel(real, real)) < 1e-6 < 0.1 < float(per_channel(mirrored, real))
+    with pytest.raises(ValueError, match="layout"):
+        stft_loss((256,), layout="mid-side")
     disc = MultiScaleSTFTDiscriminator(channels=4, fft_sizes=(256, 64))
     out_real, out_fake = disc(real), disc(real * 0.5)
     assert float(discriminator_loss(out_real, out_fake).detach()) > 0

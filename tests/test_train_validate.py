@@ -38,10 +38,30 @@ def _clips():
     return [torch.stack([0.3 * tone, 0.1 * tone]), torch.stack([0.2 * tone * quiet_tail, 0.2 * tone])]
 
 
+class _Swapped(_Scaled):
+    """decode -> the audio with its channels swapped: every level right, every side wrong."""
+
+    def decode(self, latents, num_samples=None):
+        return latents[..., :num_samples].flip(1)
+
+
 def test_perfect_reconstruction_scores_zero():
     s = reconstruction_scores(_Scaled(1.0), _clips())
     assert s.clips == 2 and s.loudness_mae == 0 and s.loudness_bias == 0
     assert s.mrstft == pytest.approx(0, abs=1e-6)
+    # the first clip's L is 9.5 LU above its R in all 12 windows of 1/6 s; the second's channels differ only in
+    # its last second, which is below -60 LUFS on the left (6 more windows with a clear side)
+    assert s.stereo_placement == 1 and s.stereo_frames == 18
+
+
+def test_swapped_channels_lose_every_side():
+    s = reconstruction_scores(_Swapped(1.0), _clips())
+    assert s.stereo_placement == 0 and s.stereo_frames == 18
+
+
+def test_mono_reconstruction_counts_no_frames():
+    s = reconstruction_scores(_Scaled(1.0), [c.mean(0, keepdim=True) for c in _clips()])
+    assert s.stereo_frames == 0 and math.isnan(s.stereo_placement)
 
 
 def test_half_amplitude_is_six_lu_too_quiet():

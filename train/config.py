@@ -56,12 +56,17 @@ class VAELossConfig:
     loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
     perceptual: bool = True  # A-weighting inside the STFT loss (Stable Audio's); costly on a CPU
+    # "sum-difference" (Stable Audio's: blind to a left/right swap) or "channels" (L and R each on its own)
+    stft_layout: str = "sum-difference"
     # false: the encoder is frozen and only the decoder trains (start such a run from an export with
     # `model.init`): latents cached from that export stay valid, so a DiT can train on them meanwhile
     train_encoder: bool = True
     # decode the posterior mean instead of a draw; with train_encoder=false the decoder learns exactly the latents
     # a DiT trained on posterior means (data.sample_latents=false) gives it
     decode_mean: bool = False
+    # a new VAE (no model.init): set each convolution's gains and bias from the first batch (Salimans and Kingma's
+    # data-dependent init of weight norm) so that the latent depends on the input from the first step
+    data_init: bool = False
     discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32

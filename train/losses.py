@@ -15,18 +15,38 @@ from ..triergon_core.loudness import k_weighting
 LUFS_FLOOR = -70.0
 
 
-def stft_loss(fft_sizes: tuple[int, ...], *, sample_rate: int = SAMPLE_RATE, perceptual: bool = True) -> nn.Module:
-    """Stable Audio's reconstruction loss: auraloss's sum-and-difference multi-resolution STFT loss with
-    A-weighting (`perceptual_weighting`), hops of a quarter window. The A-weighting filter costs more than the
-    STFTs themselves on a CPU (0.5 s of 0.7 s per step for 3 resolutions of 4 x 2 s stereo on 2 cores);
+def stft_loss(fft_sizes: tuple[int, ...], *, sample_rate: int = SAMPLE_RATE, perceptual: bool = True,
+              layout: str = "sum-difference") -> nn.Module:
+    """Multi-resolution STFT loss (auraloss), hops of a quarter window, with A-weighting (`perceptual_weighting`).
+
+    `layout="sum-difference"` is Stable Audio's: the loss of L + R plus that of L - R. Both magnitudes are the same
+    for a stereo clip and its mirror image, so this loss cannot tell left from right (only the per-window loudness
+    term can). `layout="channels"` scores L and R each on its own, which does. The A-weighting filter costs more
+    than the STFTs themselves on a CPU (0.5 s of 0.7 s per step for 3 resolutions of 4 x 2 s stereo on 2 cores);
     `perceptual=False` leaves it out (the demo recipe, which has the loudness term for level instead)."""
     try:
-        from auraloss.freq import SumAndDifferenceSTFTLoss
+        from auraloss.freq import MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss
     except ImportError as e:
         raise ImportError("the VAE trainer needs auraloss: pip install 'triergon[train]'") from e
     sizes = list(fft_sizes)
-    return SumAndDifferenceSTFTLoss(fft_sizes=sizes, hop_sizes=[s // 4 for s in sizes], win_lengths=sizes,
-                                    perceptual_weighting=perceptual, sample_rate=sample_rate)
+    options = dict(fft_sizes=sizes, hop_sizes=[s // 4 for s in sizes], win_lengths=sizes,
+                   perceptual_weighting=perceptual, sample_rate=sample_rate)
+    if layout == "sum-difference":
+        return SumAndDifferenceSTFTLoss(**options)
+    if layout == "channels":
+        return _PerChannel(MultiResolutionSTFTLoss(**options))
+    raise ValueError(f"unknown STFT loss layout {layout!r}: 'sum-difference' or 'channels'")
+
+
+class _PerChannel(nn.Module):
+    """A loss on [B, 1, N] applied to every channel of [B, C, N] as its own signal."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return self.loss(fake.reshape(-1, 1, fake.shape[-1]), real.reshape(-1, 1, real.shape[-1]))
 
 
 class STFTDiscriminator(nn.Module):
@@ -83,6 +103,47 @@ def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor
     fm = [(fr.detach() - ff).abs().mean() for (_, fr_list), (_, ff_list) in zip(real, fake, strict=True)
           for fr, ff in zip(fr_list, ff_list, strict=True)]
     return adv, sum(fm) / len(fm) * len(real)
+
+
+@torch.no_grad()
+def weight_norm_data_init(module: nn.Module, run, *, targets: dict[nn.Module, float] | None = None,
+                          eps: float = 1e-8) -> None:
+    """Salimans and Kingma's data-dependent initialisation of weight-normalised convolutions (2016, section 3): one
+    pass of `run()` (which calls `module` on a batch of data) in which every `WNConv1d` / `WNConvTranspose1d` of
+    `module`, in the order they run, has its gains and bias set so that its output over that batch has zero mean
+    and unit standard deviation per channel (`targets[conv]` instead of 1 where given; without a bias only the
+    scale), and the later layers see the re-normalised outputs.
+
+    Why a new Oobleck VAE needs it: with PyTorch's default initialisation the biases dominate every layer's output
+    and audio at speech / effects levels (RMS about 0.08) shrinks layer by layer, so the encoder's output hardly
+    depends on its input (the input's share of the latent's spread is about 10%, and unchanged when the input is
+    20 dB quieter): the decoder learns to ignore the latent and the reconstruction's level and stereo image stop
+    following the input. A transposed convolution's gain is per input channel, so its outputs are scaled by one
+    number (their overall spread) and centred per channel.
+    """
+    from ..triergon_core.layers import WNConv1d, WNConvTranspose1d
+
+    targets = targets or {}
+
+    def hook(conv: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
+        mean = out.mean(dim=(0, 2))
+        if isinstance(conv, WNConvTranspose1d):
+            scale = torch.full_like(mean, targets.get(conv, 1.0) / (float(out.std()) + eps))
+            conv.weight_g.mul_(scale[0])
+        else:
+            scale = targets.get(conv, 1.0) / (out.std(dim=(0, 2)) + eps)
+            conv.weight_g.mul_(scale.view(-1, *([1] * (conv.weight_g.dim() - 1))))
+        if conv.bias is None:
+            return out * scale[:, None]
+        conv.bias.sub_(mean).mul_(scale)
+        return (out - mean[:, None]) * scale[:, None]
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: float = LUFS_RATE) -> torch.Tensor:

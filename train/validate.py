@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -45,12 +46,18 @@ class ReconstructionScores:
         loudness_mae: mean |reconstruction - input| of the per-channel K-weighted loudness of each 1/6 s
             window (LU), over windows where the input is above -60 LUFS.
         loudness_bias: the same difference, signed (negative: reconstructions too quiet).
+        stereo_placement: share of the windows where the input's L and R differ by more than 6 LU whose
+            reconstruction puts the louder side on the same side (`metrics.stereo_placement`; NaN when no clip has
+            such a window): a VAE that loses the stereo image scores about 0.5 or less here.
+        stereo_frames: how many windows that share counts.
         clips: how many clips were scored.
     """
 
     mrstft: float
     loudness_mae: float
     loudness_bias: float
+    stereo_placement: float
+    stereo_frames: int
     clips: int
 
 
@@ -59,17 +66,30 @@ def reconstruction_scores(vae: OobleckVAE, clips: list[torch.Tensor]) -> Reconst
     """Encode (posterior mean) and decode each clip [C, N] and compare the result with the input."""
     from auraloss.freq import MultiResolutionSTFTLoss
 
+    from ..triergon_core.metrics import stereo_placement
+
     distance = MultiResolutionSTFTLoss()
-    stft, diffs = [], []
+    stft, diffs, placements = [], [], []
     for audio in clips:
         real = audio[None].float()
         fake = vae.decode(vae.encode(real, sample=False), num_samples=real.shape[-1])
         stft.append(float(distance(fake.reshape(-1, 1, real.shape[-1]), real.reshape(-1, 1, real.shape[-1]))))
         lr, lf = window_loudness(real), window_loudness(fake)
         diffs.append((lf - lr)[lr > SILENCE])
+        if real.shape[1] == 2:
+            placements.append(stereo_placement(LufsCurve(lr[0]), LufsCurve(lf[0])))
     d = torch.cat(diffs)
+    accuracy, frames = _pooled(placements)
     return ReconstructionScores(mrstft=sum(stft) / len(stft), loudness_mae=float(d.abs().mean()),
-                                loudness_bias=float(d.mean()), clips=len(clips))
+                                loudness_bias=float(d.mean()), stereo_placement=accuracy, stereo_frames=frames,
+                                clips=len(clips))
+
+
+def _pooled(placements: list) -> tuple[float, int]:
+    """(share of hits, frames) of several clips' `StereoPlacement`s pooled over their frames (NaN, 0 without any)."""
+    frames = sum(p.frames for p in placements)
+    hits = sum(p.accuracy * p.frames for p in placements if p.frames)
+    return (hits / frames if frames else math.nan), frames
 
 
 @dataclass(frozen=True)
@@ -130,13 +150,11 @@ def generation_scores(model, items: list[dict[str, torch.Tensor]], *, steps: int
                       seed: int = 0) -> GenerationScores:
     """Generate each cached clip (whole, with its cached text / audio / video embeddings and its measured curve as
     E_L; seed `seed` + its index) with a Tri-Ergon `model` and score the audio's loudness against that curve."""
-    import math
-
     from ..triergon_core.conditioning import Conditions, normalize_lufs
     from ..triergon_core.generate import generate
     from ..triergon_core.metrics import lufs_tracking, stereo_placement
 
-    maes, corrs, hits, counted = [], [], 0.0, 0
+    maes, corrs, placements = [], [], []
     for i, item in enumerate(items):
         lufs = normalize_lufs(item["lufs"].float())
         seconds = min(float(item["seconds"]), model.config.sequence.max_seconds)
@@ -149,13 +167,10 @@ def generation_scores(model, items: list[dict[str, torch.Tensor]], *, steps: int
         tracking = lufs_tracking(requested, audio, floor=SILENCE)
         maes += [x for x in tracking.mae if not math.isnan(x)]
         corrs += [x for x in tracking.correlation if not math.isnan(x)]
-        placement = stereo_placement(requested, audio)
-        if placement.frames:
-            hits += placement.accuracy * placement.frames
-            counted += placement.frames
-    return GenerationScores(lufs_mae=_mean(maes), lufs_correlation=_mean(corrs),
-                            stereo_placement=hits / counted if counted else math.nan, stereo_frames=counted,
-                            clips=len(items), steps=steps, cfg_scale=cfg_scale)
+        placements.append(stereo_placement(requested, audio))
+    accuracy, frames = _pooled(placements)
+    return GenerationScores(lufs_mae=_mean(maes), lufs_correlation=_mean(corrs), stereo_placement=accuracy,
+                            stereo_frames=frames, clips=len(items), steps=steps, cfg_scale=cfg_scale)
 
 
 def _mean(values: list[float]) -> float:

@@ -20,7 +20,9 @@ from ..losses import (
     generator_losses,
     loudness_loss,
     stft_loss,
+    weight_norm_data_init,
 )
+from ..sampler import SampleRef
 from ..samples import Sample
 from ..trainer import Trainer
 from .dit import initial_model
@@ -36,13 +38,25 @@ class VAETrainer(Trainer):
                 raise ValueError("vae_loss.train_encoder=false freezes the encoder of a trained VAE: give "
                                  "model.init (an export of the run whose latents should stay valid)")
             model.vae.encoder.requires_grad_(False)
+        if lc.data_init and not self.config.model.init:
+            self.data_init(model.vae)
         self.add_part("vae", model.vae, lr=self.config.optim.lr)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.run.seed + 1)
             disc = MultiScaleSTFTDiscriminator(audio_channels=model.config.vae.audio_channels,
                                                channels=lc.discriminator_channels, fft_sizes=lc.discriminator_ffts)
         self.add_part("disc", disc, lr=lc.discriminator_lr, ema=False)
-        self.stft = stft_loss(lc.fft_sizes, perceptual=lc.perceptual).to(self.device)
+        self.stft = stft_loss(lc.fft_sizes, perceptual=lc.perceptual, layout=lc.stft_layout).to(self.device)
+
+    def data_init(self, vae: OobleckVAE) -> None:
+        """`weight_norm_data_init` of a new VAE on the first batch of the data set (clips 0..batch-1 as epoch 0
+        crops them: the same on every rank and on resume, where the checkpoint's weights then replace these); the
+        decoder's last layer is set to the batch's audio spread rather than 1."""
+        data = self.dataset()
+        audio = torch.stack([data[SampleRef(i, 0, 1.0)]["audio"]
+                             for i in range(min(len(data), self.config.data.batch_size))]).float()
+        weight_norm_data_init(vae, lambda: vae(audio, sample=False),
+                              targets={vae.decoder.layers[-1]: float(audio.std())})
 
     def dataset(self) -> AudioCrops:
         return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
