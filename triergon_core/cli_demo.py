@@ -52,10 +52,24 @@ def _encoders(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(args: argparse.Namespace) -> int:
+    from .demo import DemoFiles
+    from .demo_listen import listen
+
+    files = DemoFiles(args.weights) if args.weights else None
+    log = None if args.quiet else (lambda kind: print(f"generating: {kind}", flush=True))
+    reports = listen(args.output, files=files, seconds=args.seconds, steps=args.steps, cfg_scale=args.cfg_scale,
+                     progress=log)
+    for r in reports:
+        print(f"wrote {args.output}/{r.plot}")
+    print(f"wrote {args.output}/listening.md and listening.json")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     if args.action != "bundle" and (args.vae or args.dit or args.lufs):
         raise ValueError("--vae, --dit and --lufs go with `triergon demo bundle`")
-    return {None: _run, "bundle": _bundle, "encoders": _encoders}[args.action](args)
+    return {None: _run, "bundle": _bundle, "encoders": _encoders, "listen": _listen}[args.action](args)
 
 
 def add_demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,12 +78,16 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "WAV, muxed MP4 and a plot", description="Render a SynthFoley clip, predict its loudness curve with "
         "T_LUFS, generate its sound with the demo model and write the WAV, the clip with the sound muxed in and a "
         "plot of predicted vs measured loudness into -o. `demo bundle` writes a demo weights folder from training "
-        "runs (placeholders for parts not given); `demo encoders` rebuilds only its seeded encoder folders.")
-    demo.add_argument("action", nargs="?", choices=("bundle", "encoders"), help="bundle: write the demo weights "
-                      "folder -o from runs; encoders: rebuild its languagebind/ and dinov2/ folders")
+        "runs (placeholders for parts not given); `demo encoders` rebuilds only its seeded encoder folders; "
+        "`demo listen` measures the model's sound per SynthFoley scene kind (a table and one plot per kind).")
+    demo.add_argument("action", nargs="?", choices=("bundle", "encoders", "listen"), help="bundle: write the demo "
+                      "weights folder -o from runs; encoders: rebuild its languagebind/ and dinov2/ folders; listen: "
+                      "one clip per scene kind, its sound generated with its own curve as E_L, measured (onsets, "
+                      "spectral centroid, channel balance, LUFS tracking) into -o")
     demo.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (for bundle / encoders: "
                       "the weights folder, e.g. weights/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0)")
+    demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0; listen: "
+                      "kind i uses 1000 + i)")
     demo.add_argument("--seconds", type=float, default=5.0, help="clip duration, at most 10 (default 5)")
     demo.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     demo.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
