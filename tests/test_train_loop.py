@@ -165,6 +165,7 @@ def test_vae_trainer_data_init_sets_gains_and_biases(train_data, tmp_path):
 def test_vae_losses():
     from triergon.train.losses import (
         MultiScaleSTFTDiscriminator,
+        balance_loss,
         discriminator_loss,
         generator_losses,
         loudness_loss,
@@ -192,3 +193,7 @@ def test_vae_losses():
     lu = window_loudness(real * 0.5) - window_loudness(real)
     assert lu.shape == (2, 2, 1) and torch.allclose(lu, torch.full_like(lu, -6.02), atol=0.01)
     assert abs(float(loudness_loss(real * 0.5, real)) - 0.602) < 0.001
+    # the balance term sees only the stereo image: a quieter copy costs nothing, a 6 dB lean to the left 0.6
+    assert float(balance_loss(real * 0.5, real)) < 1e-4
+    leaning = real * torch.tensor([1.0, 0.5])[:, None]
+    assert abs(float(balance_loss(leaning, real)) - 0.602) < 0.001

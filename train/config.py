@@ -54,6 +54,7 @@ class VAELossConfig:
     feature_matching: float = 5.0
     kl: float = 0.1
     loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
+    balance: float = 0.0  # L - R loudness per 1/6 s window: the stereo image on its own (off in the paper's recipes)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
     perceptual: bool = True  # A-weighting inside the STFT loss (Stable Audio's); costly on a CPU
     # "sum-difference" (Stable Audio's: blind to a left/right swap) or "channels" (L and R each on its own)

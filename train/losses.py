@@ -158,6 +158,13 @@ def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate
     return 10 * torch.log10(power + floor) - 0.691
 
 
+def balance_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mean absolute difference of the per-window L - R loudness of stereo audio [B, 2, N] in LU, divided by 10: the
+    stereo image alone, whatever the overall level (a mirrored copy of a clip panned 10 LU to one side scores 2)."""
+    lf, lr = window_loudness(fake, sample_rate=sample_rate), window_loudness(real, sample_rate=sample_rate)
+    return ((lf[:, 0] - lf[:, 1]) - (lr[:, 0] - lr[:, 1])).abs().mean() / 10
+
+
 def loudness_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Mean absolute per-channel, per-window loudness difference in LU, divided by 10 (so ~1 for a 10 LU miss)."""
     diff = window_loudness(fake, sample_rate=sample_rate) - window_loudness(real, sample_rate=sample_rate)

@@ -1,7 +1,7 @@
 """The VAE trainer: Oobleck autoencoder against a multi-scale STFT discriminator.
 
 Generator loss: sum-and-difference multi-resolution STFT (A-weighted) + adversarial hinge + feature matching
-+ KL (+ an optional per-window loudness term), with the paper's weights; the discriminator (hinge) joins after
++ KL (+ optional per-window loudness and L - R balance terms), with the paper's weights; the discriminator (hinge) joins after
 `vae_loss.discriminator_start` steps, updated after the autoencoder on the same micro-batches.
 """
 
@@ -16,6 +16,7 @@ from ...triergon_core.vae import OobleckVAE
 from ..data.datasets import AudioCrops
 from ..losses import (
     MultiScaleSTFTDiscriminator,
+    balance_loss,
     discriminator_loss,
     generator_losses,
     loudness_loss,
@@ -96,13 +97,15 @@ class VAETrainer(Trainer):
         terms = {"stft": self.stft(fake.float(), real.float()), "kl": kl}
         if lc.loudness > 0:
             terms["loudness"] = loudness_loss(fake.float(), real.float())
+        if lc.balance > 0:
+            terms["balance"] = balance_loss(fake.float(), real.float())
         if step >= lc.discriminator_start:
             disc.module.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
             try:
                 terms["adversarial"], terms["feature_matching"] = generator_losses(disc.module(real), disc.module(fake))
             finally:
                 disc.module.requires_grad_(True)
-        weights = {"stft": lc.stft, "kl": lc.kl, "loudness": lc.loudness, "adversarial": lc.adversarial,
-                   "feature_matching": lc.feature_matching}
+        weights = {"stft": lc.stft, "kl": lc.kl, "loudness": lc.loudness, "balance": lc.balance,
+                   "adversarial": lc.adversarial, "feature_matching": lc.feature_matching}
         loss = sum(weights[k] * v for k, v in terms.items())
         return loss * scale, {f"vae/{k}": float(v.detach()) for k, v in terms.items()}
