@@ -1,8 +1,8 @@
 """The VAE trainer: Oobleck autoencoder against a multi-scale STFT discriminator.
 
-Generator loss: sum-and-difference multi-resolution STFT (A-weighted) + adversarial hinge + feature matching
-+ KL (+ optional per-window loudness and L - R balance terms), with the paper's weights; the discriminator (hinge) joins after
-`vae_loss.discriminator_start` steps, updated after the autoencoder on the same micro-batches.
+Generator loss: sum-and-difference (or per-channel) multi-resolution STFT (A-weighted) + adversarial hinge + feature
+matching + KL (+ optional per-window loudness and L - R balance terms), with the paper's weights; the discriminator
+(hinge) joins after `vae_loss.discriminator_start` steps, updated after the autoencoder on the same micro-batches.
 """
 
 from __future__ import annotations
