@@ -105,47 +105,6 @@ def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor
     return adv, sum(fm) / len(fm) * len(real)
 
 
-@torch.no_grad()
-def weight_norm_data_init(module: nn.Module, run, *, targets: dict[nn.Module, float] | None = None,
-                          eps: float = 1e-8) -> None:
-    """Salimans and Kingma's data-dependent initialisation of weight-normalised convolutions (2016, section 3): one
-    pass of `run()` (which calls `module` on a batch of data) in which every `WNConv1d` / `WNConvTranspose1d` of
-    `module`, in the order they run, has its gains and bias set so that its output over that batch has zero mean
-    and unit standard deviation per channel (`targets[conv]` instead of 1 where given; without a bias only the
-    scale), and the later layers see the re-normalised outputs.
-
-    Why a new Oobleck VAE needs it: with PyTorch's default initialisation the biases dominate every layer's output
-    and audio at speech / effects levels (RMS about 0.08) shrinks layer by layer, so the encoder's output hardly
-    depends on its input (the input's share of the latent's spread is about 10%, and unchanged when the input is
-    20 dB quieter): the decoder learns to ignore the latent and the reconstruction's level and stereo image stop
-    following the input. A transposed convolution's gain is per input channel, so its outputs are scaled by one
-    number (their overall spread) and centred per channel.
-    """
-    from ..triergon_core.layers import WNConv1d, WNConvTranspose1d
-
-    targets = targets or {}
-
-    def hook(conv: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
-        mean = out.mean(dim=(0, 2))
-        if isinstance(conv, WNConvTranspose1d):
-            scale = torch.full_like(mean, targets.get(conv, 1.0) / (float(out.std()) + eps))
-            conv.weight_g.mul_(scale[0])
-        else:
-            scale = targets.get(conv, 1.0) / (out.std(dim=(0, 2)) + eps)
-            conv.weight_g.mul_(scale.view(-1, *([1] * (conv.weight_g.dim() - 1))))
-        if conv.bias is None:
-            return out * scale[:, None]
-        conv.bias.sub_(mean).mul_(scale)
-        return (out - mean[:, None]) * scale[:, None]
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)]
-    try:
-        run()
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: float = LUFS_RATE) -> torch.Tensor:
     """Per-channel K-weighted loudness of each 1/`rate` s window, [B, C, windows] in LUFS, with a soft floor at
     -70 LUFS: the floor's power is added rather than clamped, so that a silent output still has a gradient
@@ -158,14 +117,15 @@ def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate
     return 10 * torch.log10(power + floor) - 0.691
 
 
-def balance_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mean absolute difference of the per-window L - R loudness of stereo audio [B, 2, N] in LU, divided by 10: the
-    stereo image alone, whatever the overall level (a mirrored copy of a clip panned 10 LU to one side scores 2)."""
+def loudness_losses(fake: torch.Tensor, real: torch.Tensor, *,
+                    sample_rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loudness, balance) of a reconstruction against its input [B, C, N], from one `window_loudness` of each.
+
+    loudness: mean absolute per-channel, per-window loudness difference in LU, divided by 10 (so ~1 for a 10 LU miss).
+    balance: mean absolute difference of the per-window first-minus-last-channel (L - R) loudness in LU, divided by
+    10: the stereo image alone, whatever the overall level (a mirrored copy of a clip panned 10 LU to one side scores
+    2; mono audio has no image and scores 0).
+    """
     lf, lr = window_loudness(fake, sample_rate=sample_rate), window_loudness(real, sample_rate=sample_rate)
-    return ((lf[:, 0] - lf[:, 1]) - (lr[:, 0] - lr[:, 1])).abs().mean() / 10
-
-
-def loudness_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mean absolute per-channel, per-window loudness difference in LU, divided by 10 (so ~1 for a 10 LU miss)."""
-    diff = window_loudness(fake, sample_rate=sample_rate) - window_loudness(real, sample_rate=sample_rate)
-    return diff.abs().mean() / 10
+    balance = ((lf[:, 0] - lf[:, -1]) - (lr[:, 0] - lr[:, -1])).abs().mean() / 10
+    return (lf - lr).abs().mean() / 10, balance

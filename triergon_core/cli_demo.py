@@ -86,8 +86,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
                       "spectral centroid, channel balance, LUFS tracking) into -o")
     demo.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (for bundle / encoders: "
                       "the weights folder, e.g. weights/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0; listen: "
-                      "kind i uses 1000 + i)")
+    demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0; not used "
+                      "by listen, whose kind i always uses 1000 + i)")
     demo.add_argument("--seconds", type=float, default=5.0, help="clip duration, at most 10 (default 5)")
     demo.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     demo.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")

@@ -29,7 +29,7 @@ class KindReport:
 
     Attributes:
         onsets_*: how many onsets librosa's detector finds (`metrics.audio_onsets`).
-        centroid_*: spectral centroid of the whole clip's power spectrum, channels averaged (Hz).
+        centroid_*: spectral centroid of the whole clip's power spectrum, the channels' powers summed (Hz).
         balance_*: L minus R level over the whole clip (dB of RMS).
         lufs_mae, lufs_correlation: per channel (L, R), the generated audio's loudness curve against the requested
             one (`metrics.lufs_tracking`, frames requested above -60 LUFS).

@@ -10,23 +10,62 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
+from ...triergon_core.layers import WNConv1d, WNConvTranspose1d
 from ...triergon_core.lufs_curve import LufsCurve
 from ...triergon_core.vae import OobleckVAE
 from ..data.datasets import AudioCrops
 from ..losses import (
     MultiScaleSTFTDiscriminator,
-    balance_loss,
     discriminator_loss,
     generator_losses,
-    loudness_loss,
+    loudness_losses,
     stft_loss,
-    weight_norm_data_init,
 )
 from ..sampler import SampleRef
 from ..samples import Sample
 from ..trainer import Trainer
 from .dit import initial_model
+
+
+@torch.no_grad()
+def weight_norm_data_init(module: nn.Module, run, *, targets: dict[nn.Module, float] | None = None,
+                          eps: float = 1e-8) -> None:
+    """Salimans and Kingma's data-dependent initialisation of weight-normalised convolutions (2016, section 3): one
+    pass of `run()` (which calls `module` on a batch of data) in which every `WNConv1d` / `WNConvTranspose1d` of
+    `module`, in the order they run, has its gains and bias set so that its output over that batch has zero mean
+    and unit standard deviation per channel (`targets[conv]` instead of 1 where given; without a bias only the
+    scale), and the later layers see the re-normalised outputs.
+
+    Why a new Oobleck VAE needs it: with PyTorch's default initialisation the biases dominate every layer's output
+    and audio at speech / effects levels (RMS about 0.08) shrinks layer by layer, so the encoder's output hardly
+    depends on its input (the input's share of the latent's spread is about 10%, and unchanged when the input is
+    20 dB quieter): the decoder learns to ignore the latent and the reconstruction's level and stereo image stop
+    following the input. A transposed convolution's gain is per input channel, so its outputs are scaled by one
+    number (their overall spread) and centred per channel.
+    """
+    targets = targets or {}
+
+    def hook(conv: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
+        mean = out.mean(dim=(0, 2))
+        if isinstance(conv, WNConvTranspose1d):
+            scale = torch.full_like(mean, targets.get(conv, 1.0) / (float(out.std()) + eps))
+            conv.weight_g.mul_(scale[0])
+        else:
+            scale = targets.get(conv, 1.0) / (out.std(dim=(0, 2)) + eps)
+            conv.weight_g.mul_(scale.view(-1, *([1] * (conv.weight_g.dim() - 1))))
+        if conv.bias is None:
+            return out * scale[:, None]
+        conv.bias.sub_(mean).mul_(scale)
+        return (out - mean[:, None]) * scale[:, None]
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class VAETrainer(Trainer):
@@ -95,10 +134,12 @@ class VAETrainer(Trainer):
         fake = fake * keep
         batch["_fake"] = fake.detach()
         terms = {"stft": self.stft(fake.float(), real.float()), "kl": kl}
-        if lc.loudness > 0:
-            terms["loudness"] = loudness_loss(fake.float(), real.float())
-        if lc.balance > 0:
-            terms["balance"] = balance_loss(fake.float(), real.float())
+        if lc.loudness > 0 or lc.balance > 0:
+            loudness, balance = loudness_losses(fake.float(), real.float())  # one K-weighting pass for both
+            if lc.loudness > 0:
+                terms["loudness"] = loudness
+            if lc.balance > 0:
+                terms["balance"] = balance
         if step >= lc.discriminator_start:
             disc.module.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
             try:
