@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from _train_data import CLIP_SECONDS
 
-from triergon.train.data.cache import CacheIndex
+from triergon.train.data.cache import CacheIndex, build_cache
 from triergon.train.data.datasets import AudioCrops, FeatureCrops, LatentCrops
 from triergon.train.data.manifest import ManifestError, read_manifest
 from triergon.train.data.shards import ShardIndex
 from triergon.train.sampler import SampleRef
+from triergon.triergon_core.audio import load_audio
+from triergon.triergon_core.model import build_model
 
 
 def test_pack_writes_shards_and_reports_skipped_clips(train_data):
@@ -51,6 +54,48 @@ def test_cache_holds_latents_embeddings_curves_and_features(train_data):
     assert item["lufs"][1, 1:].sub(-17.0).abs().max() < 1.0
 
 
+def _other_vae():
+    """A VAE of other weights than the one the session's cache was made with."""
+    return build_model("tiny", seed=1).vae
+
+
+def test_cache_with_embeddings_from_reencodes_only_the_latents(train_data, tmp_path):
+    """After a new VAE: the embeddings and features are the earlier cache's, the latents the new VAE's."""
+    old = CacheIndex(train_data["cache"])
+    vae = _other_vae()
+    build_cache(train_data["shards"], tmp_path / "new", vae=vae, identity={"vae": "seed 1"},
+                embeddings_from=train_data["cache"])
+    new = CacheIndex(tmp_path / "new")
+    assert [r["key"] for r in new.rows] == [r["key"] for r in old.rows]
+    assert new.identity["vae"] == "seed 1" and new.identity["embeddings_from"] == str(old.folder.resolve())
+    for i in range(len(new)):
+        a, b = old.item(i), new.item(i)
+        for k in ("text", "audio", "video", "dinov2"):
+            assert torch.equal(a[k], b[k]), k
+        assert torch.equal(a["lufs"], b["lufs"])
+        audio = load_audio(ShardIndex(train_data["shards"]).read(i, "flac"))
+        with torch.no_grad():
+            direct = vae.encode_distribution(audio[None]).mean[0]
+        torch.testing.assert_close(b["latent_mean"], direct, rtol=0, atol=1e-6)
+        assert not torch.allclose(a["latent_mean"], b["latent_mean"])
+
+
+def test_cache_embeddings_from_refuses_encoders_and_other_shards(train_data, tmp_path):
+    vae = _other_vae()
+    with pytest.raises(ValueError, match="give no encoders"):
+        build_cache(train_data["shards"], tmp_path / "a", vae=vae, features=object(),
+                    embeddings_from=train_data["cache"])
+    with pytest.raises(ValueError, match="another cache"):
+        build_cache(train_data["shards"], train_data["cache"], vae=vae, embeddings_from=train_data["cache"])
+    partial = tmp_path / "partial"
+    (partial / "items").mkdir(parents=True)
+    index = json.loads((Path(train_data["cache"]) / "index.json").read_text())
+    index["items"] = index["items"][1:]
+    (partial / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="not a cache of these shards: it lacks 1"):
+        build_cache(train_data["shards"], tmp_path / "b", vae=vae, embeddings_from=partial)
+
+
 def test_latent_crops_are_seeded_per_sample_and_padded_with_masks(train_data):
     data = LatentCrops(train_data["cache"], crop_seconds=1.5, seed=0, latent_rate=44100 / 2048)
     long_clip, short_clip = data[SampleRef(1, 0, 1.0)], data[SampleRef(0, 0, 1.0)]
@@ -86,3 +131,15 @@ def test_manifest_errors_name_the_line(tmp_path):
     path.write_text('{"video": "a.mp4", "caption": "x", "split": "test"}\n\n{"video": "/v/b.mp4", "caption": "y"}\n')
     clips = read_manifest(path, split="train")
     assert [(c.id, str(c.video), c.split) for c in clips] == [("00000003", "/v/b.mp4", "train")]
+
+
+def test_cli_data_cache_embeddings_from(train_data, tmp_path):
+    from triergon.triergon_core.cli import main
+
+    with pytest.raises(SystemExit, match="give no --languagebind, --dinov2 or --no-embeddings"):
+        main(["data", "cache", str(train_data["shards"]), "-o", str(tmp_path / "x"), "--preset", "tiny",
+              "--embeddings-from", str(train_data["cache"]), "--no-embeddings"])
+    assert main(["data", "cache", str(train_data["shards"]), "-o", str(tmp_path / "new"), "--preset", "tiny",
+                 "--seed", "1", "--embeddings-from", str(train_data["cache"]), "-q"]) == 0
+    item = CacheIndex(tmp_path / "new").item(0)
+    assert torch.equal(item["video"], CacheIndex(train_data["cache"]).item(0)["video"])

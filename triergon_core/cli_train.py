@@ -43,6 +43,9 @@ def _cache(args: argparse.Namespace) -> int:
     from .encoders import build_encoders
     from .model import build_model
 
+    if args.embeddings_from and (args.languagebind or args.dinov2 or args.no_embeddings):
+        raise SystemExit("--embeddings-from copies the embeddings and features of that cache: give no "
+                         "--languagebind, --dinov2 or --no-embeddings with it")
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint, device=args.device)
         identity = {"vae": str(Path(args.checkpoint).resolve())}
@@ -54,7 +57,7 @@ def _cache(args: argparse.Namespace) -> int:
         from .languagebind import load_languagebind
 
         encoders = load_languagebind(args.languagebind, device=args.device)
-    elif not args.no_embeddings:
+    elif not (args.no_embeddings or args.embeddings_from):
         encoders = build_encoders(model.config.conditioning)
     if encoders is not None:
         identity["encoders"] = encoders.identity
@@ -67,7 +70,7 @@ def _cache(args: argparse.Namespace) -> int:
     bar, progress = _bar("caching", args.quiet)
     with bar:
         build_cache(args.shards, args.output, vae=model.vae, encoders=encoders, features=features, identity=identity,
-                    device=args.device, progress=progress)
+                    device=args.device, progress=progress, embeddings_from=args.embeddings_from)
     print(f"wrote {args.output}")
     return 0
 
@@ -129,6 +132,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers folder for the embeddings")
     cache.add_argument("--no-embeddings", action="store_true", help="cache no text / audio / video embeddings")
     cache.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder: also cache frame features for T_LUFS")
+    cache.add_argument("--embeddings-from", metavar="CACHE", help="copy the embeddings and DINOv2 features of this "
+                       "earlier cache of the same shards; encode only the latents (after a new VAE)")
     cache.add_argument("--device", default="cpu", help="torch device (default cpu)")
     cache.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(func=_cache)
