@@ -147,6 +147,24 @@ def test_bundle_takes_the_vae_run_and_the_dit_run(tmp_path, monkeypatch, caplog)
         demo_bundle.bundle_demo(tmp_path, dit="vae")
 
 
+def test_bundle_keeps_a_trained_lufs_file_and_refuses_a_placeholder(tmp_path):
+    """`--lufs FILE`: a trained T_LUFS file (e.g. the shipped one) goes in as it is, with its `trained_by`."""
+    from triergon.train import demo_bundle
+    from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+
+    torch.manual_seed(5)
+    predictor = LufsPredictor(config=LUFS_PREDICTOR_PRESETS["demo"]).to(torch.float16)
+    trained = save_predictor(predictor, tmp_path / "t.safetensors",
+                             metadata={"trained": "true", "trained_by": "triergon train (synthfoley-lufs, step 9)"})
+    files = demo_bundle.bundle_demo(tmp_path / "out", lufs=trained)
+    a, b = load_file(trained), load_file(files.predictor)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metadata(files.predictor)["trained_by"] == "triergon train (synthfoley-lufs, step 9)"
+    placeholder = save_predictor(predictor, tmp_path / "p.safetensors", metadata={"trained": "false"})
+    with pytest.raises(ValueError, match="placeholder weights"):
+        demo_bundle.bundle_demo(tmp_path / "out2", lufs=placeholder)
+
+
 def test_bundle_keeps_the_dit_runs_options_and_takes_its_init_vae(tmp_path, monkeypatch):
     """Without a VAE run, the DiT run's `model.init` gives the VAE (when that file's VAE is trained); the DiT run's
     latent scale and frame-aligned LUFS path go into the bundled checkpoint."""

@@ -15,10 +15,11 @@ import logging
 import os
 
 import torch
+from safetensors import safe_open
 
 from ..triergon_core.checkpoint import save_checkpoint
 from ..triergon_core.demo import DemoFiles, is_trained, write_demo_encoders
-from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, save_predictor
+from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, load_predictor, save_predictor
 from ..triergon_core.model import build_model
 from ..triergon_core.presets import get_preset
 from .export import load_run
@@ -51,7 +52,8 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         vae: the `synthfoley-vae` run folder; None: the DiT run's `model.init` VAE when that file holds a trained
             VAE, else a placeholder VAE.
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
-        lufs: the `synthfoley-lufs` run folder; None: placeholder T_LUFS.
+        lufs: the `synthfoley-lufs` run folder, or a T_LUFS weights file (e.g. the shipped one, to keep it; its
+            `trained_by` is kept); None: placeholder T_LUFS.
     """
     files = write_demo_encoders(output)
     sources, parts, dit_vae = [], [], None
@@ -84,7 +86,15 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
     meta = {"trained": "false" if missing else "true", "trained_parts": ",".join(parts) or "none",
             "trained_by": "; ".join(sources + missing) if sources else placeholder}
     save_checkpoint(model.to(torch.float16), files.model, metadata=meta)
-    if lufs is not None:
+    if lufs is not None and os.path.isfile(lufs):  # T_LUFS weights as they are (e.g. the shipped ones)
+        if not is_trained(lufs):
+            raise ValueError(f"--lufs {lufs} holds placeholder weights: give a trained T_LUFS or its run")
+        predictor = load_predictor(lufs)
+        if predictor.config != LUFS_PREDICTOR_PRESETS["demo"]:
+            raise ValueError(f"--lufs {lufs} is not a T_LUFS of preset 'demo'")
+        with safe_open(str(lufs), framework="pt") as f:
+            lufs_meta = {"trained": "true", "trained_by": (f.metadata() or {}).get("trained_by", os.fspath(lufs))}
+    elif lufs is not None:
         predictor, _, source = _run_model(lufs, "lufs", "--lufs")
         lufs_meta = {"trained": "true", "trained_by": source}
     else:

@@ -95,6 +95,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--vae", metavar="RUN", help="bundle: the synthfoley-vae run folder (its EMA VAE)")
     demo.add_argument("--dit", metavar="RUN", help="bundle: the synthfoley-dit run folder (its EMA DiT and "
                       "conditioner)")
-    demo.add_argument("--lufs", metavar="RUN", help="bundle: the synthfoley-lufs run folder (its EMA T_LUFS)")
+    demo.add_argument("--lufs", metavar="RUN", help="bundle: the synthfoley-lufs run folder (its EMA T_LUFS), or a "
+                      "T_LUFS weights file to keep (e.g. weights/demo/lufs-predictor.safetensors)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)

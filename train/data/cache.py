@@ -8,8 +8,8 @@ VAE posterior, so training samples a fresh latent per step), `lufs` ([2, frames]
 the VAE and encoders. A cache run that was stopped resumes: finished items are kept.
 
 After a new VAE, only the latents change: `embeddings_from` (`triergon data cache --embeddings-from OLD`) copies
-the embeddings and DINOv2 features of an earlier cache of the same shards and encodes only the latents (about half
-of the time per clip on a CPU with the demo's towers).
+the embeddings and DINOv2 features of an earlier cache of the same shards and encodes only the latents (the
+encoders need not be at hand; with the demo's small towers the VAE encoder is most of the time anyway).
 """
 
 from __future__ import annotations
