@@ -87,6 +87,26 @@ def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
     assert (trainer, step) == ("vae", 2) and not vae.training
 
 
+def test_export_of_one_step(train_data, tmp_path, caplog):
+    """`triergon train export RUN --step N`: that checkpoint's weights, not the latest's; a missing step is named."""
+    from triergon.train.export import load_run
+    from triergon.triergon_core.checkpoint import load_checkpoint
+    from triergon.triergon_core.cli import main
+
+    train_on_cpu("cpu-smoke-vae", tmp_path / "run", [f"data.path={train_data['shards']}", "run.steps=2",
+                                                     "run.save_every=1", "run.sample_every=0"])
+    out = tmp_path / "one.safetensors"
+    assert main(["train", "export", str(tmp_path / "run"), "-o", str(out), "--step", "1", "--raw"]) == 0
+    first = load_run(tmp_path / "run", ema=False, checkpoint=tmp_path / "run" / "checkpoints" / "step-00000001")[0]
+    latest = load_run(tmp_path / "run", ema=False)[0]
+    got = load_checkpoint(out).vae.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in first.vae.state_dict().items())
+    assert any(not torch.equal(got[k], v) for k, v in latest.vae.state_dict().items())
+    caplog.clear()
+    assert main(["train", "export", str(tmp_path / "run"), "-o", str(out), "--step", "7"]) == 2
+    assert "no complete checkpoint of step 7; it has steps 1, 2" in caplog.text
+
+
 @pytest.mark.parametrize("decode_mean", [False, True])
 def test_decoder_only_run_keeps_the_encoder_and_its_latents(train_data, tmp_path, decode_mean):
     from triergon.train.export import export_run

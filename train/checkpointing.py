@@ -85,6 +85,14 @@ class CheckpointManager:
         found = self.all()
         return found[-1] if found else None
 
+    def at(self, step: int) -> Path:
+        """The complete checkpoint of `step` (FileNotFoundError naming the steps there are, if it is not one)."""
+        found = {int(_NAME.match(p.name).group(1)): p for p in self.all()}
+        if step not in found:
+            raise FileNotFoundError(f"{self.folder} holds no complete checkpoint of step {step}; it has steps "
+                                    f"{', '.join(map(str, found)) or 'none'}")
+        return found[step]
+
     def save(self, step: int, state: dict[str, Any], *, config_json: str) -> Path:
         """Write checkpoint `step`. `state` must be complete on rank 0 (other ranks may pass partial states)."""
         final = self.folder / f"step-{step:08d}"

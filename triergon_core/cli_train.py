@@ -92,8 +92,14 @@ def _train(args: argparse.Namespace) -> int:
         from ..train.export import export_run
 
         if not args.export_dir or not args.output:
-            raise ValueError("usage: triergon train export RUN_DIR -o OUT.safetensors [--fp16] [--raw]")
-        path, config = export_run(args.export_dir, args.output, fp16=args.fp16, ema=not args.raw)
+            raise ValueError("usage: triergon train export RUN_DIR -o OUT.safetensors [--fp16] [--raw] [--step N]")
+        checkpoint = None
+        if args.step is not None:
+            from ..train.checkpointing import CheckpointManager
+
+            checkpoint = CheckpointManager(args.export_dir, rank=0, world_size=1).at(args.step)
+        path, config = export_run(args.export_dir, args.output, fp16=args.fp16, ema=not args.raw,
+                                  checkpoint=checkpoint)
         print(f"wrote {path} ({config.trainer} weights of run {args.export_dir})")
         return 0
     if args.action is not None:
@@ -154,4 +160,5 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("-o", "--output", help="export: output .safetensors")
     train.add_argument("--fp16", action="store_true", help="export: float16 weights (half the size)")
     train.add_argument("--raw", action="store_true", help="export: the raw weights instead of the EMA")
+    train.add_argument("--step", type=int, help="export: the checkpoint of this step (default: the latest)")
     train.set_defaults(func=_train)
