@@ -118,7 +118,8 @@ def _synthfoley_vae() -> TrainConfig:
         vae_loss=VAELossConfig(fft_sizes=(2048, 512, 128), perceptual=False, stft_layout="channels", loudness=3.0,
                                balance=3.0, kl=1e-4, decode_mean=True, data_init=True, discriminator_start=10**9,
                                discriminator_channels=8, discriminator_ffts=(512, 128)),
-        run=RunConfig(steps=20_000, save_every=250, log_every=25, keep=3, threads=2, sample_every=1000))
+        # a checkpoint every 100 steps, 10 kept: the demo's VAE is exported at chosen steps (`export --step`)
+        run=RunConfig(steps=20_000, save_every=100, log_every=25, keep=10, threads=2, sample_every=1000))
 
 
 def _synthfoley_dit() -> TrainConfig:
