@@ -93,7 +93,7 @@ def test_the_model_is_the_demo_preset_and_placeholders_say_so(caplog):
     model = load_checkpoint(SHIPPED.model)
     # the demo preset, with the options its DiT run added: the latent scale and the frame-aligned LUFS path
     assert _architecture(model.config) == get_preset("demo")
-    assert model.config.conditioning.lufs_frame_aligned and model.config.latent_scale == pytest.approx(0.3514)
+    assert model.config.conditioning.lufs_frame_aligned and model.config.latent_scale == pytest.approx(2.034)
     assert load_file(SHIPPED.model)["vae.decoder.layers.0.weight_v"].dtype == torch.float16
     for path in (SHIPPED.model, SHIPPED.predictor):
         meta = _metadata(path)

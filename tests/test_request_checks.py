@@ -331,8 +331,10 @@ def test_batch_item_equals_the_run_with_seed_plus_i(tmp_path):
                  "-q", "-o", str(a)]) == 0
     assert main(["generate", "--seconds", "0.5", "--seed", "8", "--steps", "2", "--bits", "32", "-q",
                  "-o", str(b)]) == 0
+    # equal up to float32 rounding of batched against single matmuls, which scales with the audio's level: the demo
+    # weights of 2026-12-04 give a peak of 0.83 here and differences of 1.7e-6 (1 thread) to 2.1e-6 (2 threads)
     torch.testing.assert_close(triergon.load_audio(tmp_path / "a_1.wav"), triergon.load_audio(b),
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5, atol=5e-6)
 
 
 # --- defect 14: the paper's sampling defaults, in one place --------------------------------------------------
