@@ -48,7 +48,7 @@ class _Swapped(_Scaled):
 def test_perfect_reconstruction_scores_zero():
     s = reconstruction_scores(_Scaled(1.0), _clips())
     assert s.clips == 2 and s.loudness_mae == 0 and s.loudness_bias == 0
-    assert s.mrstft == pytest.approx(0, abs=1e-6)
+    assert s.mrstft == pytest.approx(0, abs=1e-6) and s.band_error == 0
     # the first clip's L is 9.5 LU above its R in all 12 windows of 1/6 s; the second's channels differ only in
     # its last second, which is below -60 LUFS on the left (6 more windows with a clear side)
     assert s.stereo_placement == 1 and s.stereo_frames == 18
@@ -70,7 +70,7 @@ def test_half_amplitude_is_six_lu_too_quiet():
     # the soft -70 LUFS floor of window_loudness moves the quieter (-20 dBFS) tone by 0.004 LU
     assert s.loudness_bias == pytest.approx(-six, abs=0.006)
     assert s.loudness_mae == pytest.approx(six, abs=0.006)
-    assert s.mrstft > 0.1
+    assert s.mrstft > 0.1 and s.band_error == pytest.approx(six, abs=0.006)
 
 
 def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
@@ -162,11 +162,28 @@ def test_predictor_scores_in_lu_over_audible_frames():
     assert s.mae == pytest.approx(7.0, abs=1e-4) and s.bias == pytest.approx(7.0, abs=1e-4) and s.clips == 1
 
 
-def test_validate_run_scores_a_lufs_run(train_data, tmp_path):
+@pytest.mark.parametrize("kind", ["mse", "l1"])
+def test_validate_run_scores_a_lufs_run(train_data, tmp_path, kind):
     train_on_cpu("cpu-smoke-lufs", tmp_path, [f"data.path={train_data['cache']}", "run.steps=1", "run.save_every=1",
-                                              "run.sample_every=0"])
+                                              "run.sample_every=0", f"lufs_loss.kind={kind}"])
     rows = validate_run(tmp_path, train_data["cache"], limit=3)
     assert [r["step"] for r in rows] == [1] and rows[0]["clips"] == 3 and rows[0]["mae"] > 0
+    (config,) = tmp_path.rglob("step-*/config.json")
+    assert json.loads(config.read_text())["lufs_loss"]["kind"] == kind
+
+
+def test_curve_loss_known_answers():
+    """0.1 too high on the kept frames: MSE 0.01, L1 0.1; masked frames (error 0.5) count in neither."""
+    from triergon.train.trainers.lufs import curve_loss
+
+    target = torch.full((2, 2, 4), 0.5)
+    pred = target + 0.1
+    pred[..., 3] = 1.0
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    assert curve_loss(pred, target, mask, kind="mse").tolist() == pytest.approx([0.01, 0.01], abs=1e-6)
+    assert curve_loss(pred, target, mask, kind="l1").tolist() == pytest.approx([0.1, 0.1], abs=1e-6)
+    with pytest.raises(ValueError, match=r"lufs_loss\.kind must be one of"):
+        apply_overrides(get_recipe("synthfoley-lufs"), ["lufs_loss.kind=huber"])
 
 
 def _swelling_tone(swap: bool = False) -> torch.Tensor:

@@ -55,6 +55,7 @@ class VAELossConfig:
     kl: float = 0.1
     loudness: float = 0.0  # per-channel K-weighted loudness per 1/6 s window (off in the paper's recipes)
     balance: float = 0.0  # L - R loudness per 1/6 s window: the stereo image on its own (off in the paper's recipes)
+    spectrum: float = 0.0  # per-channel octave-band levels per 1/6 s window: the timbre (off in the paper's recipes)
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
     perceptual: bool = True  # A-weighting inside the STFT loss (Stable Audio's); costly on a CPU
     # "sum-difference" (Stable Audio's: blind to a left/right swap) or "channels" (L and R each on its own)
@@ -72,6 +73,21 @@ class VAELossConfig:
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32
     discriminator_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LufsLossConfig:
+    """T_LUFS runs. kind: "mse" (the paper's) or "l1" (the absolute error of the normalised curves: the median,
+    not the mean, where the sound is uncertain, and the error in LU that the predictor is scored by, over 70)."""
+
+    kind: str = "mse"
+
+    def __post_init__(self) -> None:
+        if self.kind not in LUFS_LOSSES:
+            raise ValueError(f"lufs_loss.kind must be one of {LUFS_LOSSES}, got {self.kind!r}")
+
+
+LUFS_LOSSES = ("mse", "l1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +133,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    lufs_loss: LufsLossConfig = field(default_factory=LufsLossConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -1,8 +1,11 @@
 """VAE training losses: multi-resolution sum-and-difference STFT (auraloss), a multi-scale STFT
-discriminator (EnCodec style, stereo) with hinge and feature-matching losses, and a per-window loudness loss.
+discriminator (EnCodec style, stereo) with hinge and feature-matching losses, a per-window loudness loss and a
+per-window octave-band level loss.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -129,3 +132,30 @@ def loudness_losses(fake: torch.Tensor, real: torch.Tensor, *,
     lf, lr = window_loudness(fake, sample_rate=sample_rate), window_loudness(real, sample_rate=sample_rate)
     balance = ((lf[:, 0] - lf[:, -1]) - (lr[:, 0] - lr[:, -1])).abs().mean() / 10
     return (lf - lr).abs().mean() / 10, balance
+
+
+# octave bands centred on 31.5 Hz ... 16 kHz (edges at the geometric midpoints, the last one up to Nyquist)
+OCTAVE_CENTRES = tuple(1000 * 2.0 ** k for k in range(-5, 5))
+
+
+def band_levels(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: float = LUFS_RATE,
+                centres: tuple[float, ...] = OCTAVE_CENTRES) -> torch.Tensor:
+    """Per-channel level of each octave band in each 1/`rate` s window: [B, C, bands, windows], the band's share of
+    the window's mean square in dB (a sine of amplitude 1 gives -3 dB in its band), Hann-windowed, with the soft
+    floor of `window_loudness` at -70 dB so that a silent band still has a gradient."""
+    hop = round(sample_rate / rate)
+    n = audio.shape[-1] // hop * hop
+    frames = audio[..., :n].unflatten(-1, (-1, hop)) * torch.hann_window(hop, device=audio.device, dtype=audio.dtype)
+    power = torch.fft.rfft(frames, dim=-1).abs().pow(2) * (2 / (hop * hop * 0.375))
+    freqs = torch.fft.rfftfreq(hop, 1 / sample_rate).to(audio.device)
+    edges = [0.0, *(c * 2 ** 0.5 for c in centres[:-1]), sample_rate / 2 + 1]
+    onehot = torch.stack([(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(edges)], 1).to(power.dtype)
+    bands = power @ onehot  # [B, C, windows, bands]
+    return (10 * torch.log10(bands + 10 ** (LUFS_FLOOR / 10))).transpose(-1, -2)
+
+
+def spectrum_loss(fake: torch.Tensor, real: torch.Tensor, *, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mean absolute difference of `band_levels` between a reconstruction and its input [B, C, N], in dB divided
+    by 10: the spectral envelope of each channel in each 1/6 s window (the timbre at the loudness term's time
+    resolution), which a per-window loudness cannot see (a low and a high noise of one loudness score 0 there)."""
+    return (band_levels(fake, sample_rate=sample_rate) - band_levels(real, sample_rate=sample_rate)).abs().mean() / 10

@@ -3,9 +3,10 @@
 `python -m triergon.train.validate RUN_DIR --data FOLDER` scores every checkpoint of the run that is not yet in
 `RUN_DIR/validation.jsonl`, one line per checkpoint, so that it can run beside a training run and be repeated; the
 lines are the validation curves of the model card. VAE runs read a shard folder and give the multi-resolution
-STFT distance and the per-window loudness error and bias of the reconstructions; DiT runs read a cache folder and
-give the LUFS tracking and stereo placement of audio generated under each clip's cached conditions (its measured
-curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features) and give the predicted curve's error in LU.
+STFT distance, the per-window loudness error and bias and the octave-band level error of the reconstructions; DiT
+runs read a cache folder and give the LUFS tracking and stereo placement of audio generated under each clip's
+cached conditions (its measured curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features) and give the
+predicted curve's error in LU.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .checkpointing import _NAME, CheckpointManager
 from .data.cache import CacheIndex
 from .data.shards import ShardIndex
 from .export import load_run
-from .losses import window_loudness
+from .losses import band_levels, window_loudness
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class ReconstructionScores:
             such a window): a VAE that loses the stereo image scores about 0.5 or less here.
         stereo_frames: how many windows that share counts.
         clips: how many clips were scored.
+        band_error: mean |reconstruction - input| of the per-channel octave-band levels of each 1/6 s window (dB;
+            `losses.band_levels`), over the bands where the input is above -60 dB: the spectral envelope, which a
+            reconstruction with the right loudness and the wrong timbre misses.
     """
 
     mrstft: float
@@ -59,6 +63,7 @@ class ReconstructionScores:
     stereo_placement: float
     stereo_frames: int
     clips: int
+    band_error: float = math.nan
 
 
 @torch.inference_mode()
@@ -69,20 +74,22 @@ def reconstruction_scores(vae: OobleckVAE, clips: list[torch.Tensor]) -> Reconst
     from ..triergon_core.metrics import stereo_placement
 
     distance = MultiResolutionSTFTLoss()
-    stft, diffs, placements = [], [], []
+    stft, diffs, placements, bands = [], [], [], []
     for audio in clips:
         real = audio[None].float()
         fake = vae.decode(vae.encode(real, sample=False), num_samples=real.shape[-1])
         stft.append(float(distance(fake.reshape(-1, 1, real.shape[-1]), real.reshape(-1, 1, real.shape[-1]))))
         lr, lf = window_loudness(real), window_loudness(fake)
         diffs.append((lf - lr)[lr > SILENCE])
+        br, bf = band_levels(real), band_levels(fake)
+        bands.append((bf - br)[br > SILENCE])
         if real.shape[1] == 2:
             placements.append(stereo_placement(LufsCurve(lr[0]), LufsCurve(lf[0])))
     d = torch.cat(diffs)
     accuracy, frames = _pooled(placements)
     return ReconstructionScores(mrstft=sum(stft) / len(stft), loudness_mae=float(d.abs().mean()),
                                 loudness_bias=float(d.mean()), stereo_placement=accuracy, stereo_frames=frames,
-                                clips=len(clips))
+                                clips=len(clips), band_error=float(torch.cat(bands).abs().mean()))
 
 
 def _pooled(placements: list) -> tuple[float, int]:

@@ -1,4 +1,5 @@
-"""The T_LUFS trainer: MSE between predicted and measured normalised L/R curves, from cached DINOv2 features."""
+"""The T_LUFS trainer: MSE (or L1, `lufs_loss.kind`) between predicted and measured normalised L/R curves, from cached
+DINOv2 features."""
 
 from __future__ import annotations
 
@@ -51,6 +52,14 @@ class LufsTrainer(Trainer):
     def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         mask = batch["mask"]
         pred = self.parts[part].net(batch["features"], padding_mask=~mask)
-        m = mask[:, None].to(pred.dtype)
-        per_sample = ((pred.float() - batch["lufs"]) ** 2 * m).sum((1, 2)) / (2 * m.sum((1, 2))).clamp(min=1)
+        per_sample = curve_loss(pred, batch["lufs"], mask, kind=self.config.lufs_loss.kind)
         return self.weighted_mean(per_sample, batch), {}
+
+
+def curve_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, kind: str = "mse") -> torch.Tensor:
+    """Per-sample loss [B] of normalised L/R curves [B, 2, T] over the frames where `mask` [B, T] is True:
+    the mean squared ("mse") or absolute ("l1") error."""
+    err = pred.float() - target.float()
+    err = err.abs() if kind == "l1" else err ** 2
+    m = mask[:, None].to(err.dtype)
+    return (err * m).sum((1, 2)) / (2 * m.sum((1, 2))).clamp(min=1)

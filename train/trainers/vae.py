@@ -1,8 +1,9 @@
 """The VAE trainer: Oobleck autoencoder against a multi-scale STFT discriminator.
 
 Generator loss: sum-and-difference (or per-channel) multi-resolution STFT (A-weighted) + adversarial hinge + feature
-matching + KL (+ optional per-window loudness and L - R balance terms), with the paper's weights; the discriminator
-(hinge) joins after `vae_loss.discriminator_start` steps, updated after the autoencoder on the same micro-batches.
+matching + KL (+ optional per-window loudness, L - R balance and octave-band level terms), with the paper's weights;
+the discriminator (hinge) joins after `vae_loss.discriminator_start` steps, updated after the autoencoder on the same
+micro-batches.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..losses import (
     discriminator_loss,
     generator_losses,
     loudness_losses,
+    spectrum_loss,
     stft_loss,
 )
 from ..sampler import SampleRef
@@ -140,6 +142,8 @@ class VAETrainer(Trainer):
                 terms["loudness"] = loudness
             if lc.balance > 0:
                 terms["balance"] = balance
+        if lc.spectrum > 0:
+            terms["spectrum"] = spectrum_loss(fake.float(), real.float())
         if step >= lc.discriminator_start:
             disc.module.requires_grad_(False)  # the generator's loss must not leave gradients in the discriminator
             try:
@@ -147,6 +151,6 @@ class VAETrainer(Trainer):
             finally:
                 disc.module.requires_grad_(True)
         weights = {"stft": lc.stft, "kl": lc.kl, "loudness": lc.loudness, "balance": lc.balance,
-                   "adversarial": lc.adversarial, "feature_matching": lc.feature_matching}
+                   "spectrum": lc.spectrum, "adversarial": lc.adversarial, "feature_matching": lc.feature_matching}
         loss = sum(weights[k] * v for k, v in terms.items())
         return loss * scale, {f"vae/{k}": float(v.detach()) for k, v in terms.items()}
