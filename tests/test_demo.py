@@ -209,7 +209,8 @@ def test_recipes_train_the_demo_parts():
     assert (dit.run.threads, dit.run.save_every) == (2, 250) and dit.optim.warmup_steps > 0
     assert (lufs.trainer, lufs.model.preset, lufs.run.threads) == ("lufs", "demo", 2)
     demo = LUFS_PREDICTOR_PRESETS["demo"]
-    assert (demo.dim, demo.depth, demo.heads, demo.feature_dim) == (128, 4, 4, DEMO_DINOV2["hidden_size"])
+    assert (demo.dim, demo.depth, demo.heads, demo.frame_pooling) == (128, 4, 4, "cls+grid")
+    assert demo.feature_dim == 5 * DEMO_DINOV2["hidden_size"]
 
 
 def test_generate_defaults_to_the_demo_model_and_its_towers(tmp_path, caplog):

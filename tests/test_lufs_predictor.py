@@ -100,3 +100,42 @@ def test_predict_refuses_mismatched_features_and_long_videos(dinov2_dir, tmp_pat
     video = write_video(tmp_path / "clip.mp4", fps=6, num_frames=6)
     with pytest.raises(ValueError, match="reads 768-d features but this DINOv2 gives 32-d"):
         predict_lufs(video, features=load_dinov2(dinov2_dir), predictor=big)
+
+
+def test_cls_grid_pooling_is_the_cls_output_and_the_image_quarters(dinov2_dir):
+    """"cls+grid": the pooled CLS output, then the mean patch token of the top-left, top-right, bottom-left and
+    bottom-right quarters (the tiny DINOv2: 56 x 56 in 4 x 4 patches of 14, so each quarter is 2 x 2 patches)."""
+    features = load_dinov2(dinov2_dir, pooling="cls+grid")
+    assert features.feature_dim == 5 * 32
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    grid = features(frames)
+    assert grid.shape == (3, 160)
+    torch.testing.assert_close(grid[:, :32], features(frames, pooling="cls"))
+    with torch.inference_mode():
+        tokens = features.model(pixel_values=features.preprocess(frames)).last_hidden_state[:, 1:]  # [3, 16, 32]
+    patches = tokens.unflatten(1, (4, 4))  # [3, row, column, 32]
+    quarters = [patches[:, r:r + 2, c:c + 2].mean((1, 2)) for r in (0, 2) for c in (0, 2)]
+    torch.testing.assert_close(grid[:, 32:], torch.cat(quarters, 1))
+    with pytest.raises(ValueError, match="unknown frame pooling 'mean'"):
+        features(frames, pooling="mean")
+
+
+def test_predict_uses_the_predictors_frame_pooling(dinov2_dir, tmp_path):
+    """A T_LUFS trained on "cls+grid" features gets them from a DINOv2 loaded with the default pooling, and its
+    curve is the one computed by hand from those features."""
+    import dataclasses
+
+    config = dataclasses.replace(LUFS_PREDICTOR_PRESETS["tiny"], feature_dim=160, frame_pooling="cls+grid")
+    torch.manual_seed(2)
+    predictor = LufsPredictor(config=config).eval()
+    video = write_video(tmp_path / "clip.mp4", fps=6, num_frames=12, size=(64, 64))
+    features = load_dinov2(dinov2_dir)
+    curve = predict_lufs(video, features=features, predictor=predictor)
+    from triergon.triergon_core.video import read_frames
+
+    frames = read_frames(video, fps=6, size=(64, 64)).frames
+    with torch.inference_mode():
+        expected = predictor(features(frames, pooling="cls+grid")[None])[0]
+    torch.testing.assert_close(curve.values, LufsCurve.from_normalized(expected, rate=6.0).values)
+    with pytest.raises(ValueError, match="unknown frame pooling"):
+        LufsPredictor(config=dataclasses.replace(config, frame_pooling="grid"))

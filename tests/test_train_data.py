@@ -143,3 +143,22 @@ def test_cli_data_cache_embeddings_from(train_data, tmp_path):
                  "--seed", "1", "--embeddings-from", str(train_data["cache"]), "-q"]) == 0
     item = CacheIndex(tmp_path / "new").item(0)
     assert torch.equal(item["video"], CacheIndex(train_data["cache"]).item(0)["video"])
+
+
+def test_cli_data_cache_frame_pooling_and_the_lufs_trainers_check(train_data, dinov2_dir, tmp_path):
+    """`--frame-pooling cls+grid` caches 5 x 32-d features and says so in the index; a T_LUFS whose features do
+    not match the cache's stops before training, naming both and the command that makes the right cache."""
+    from _helpers import train_on_cpu
+
+    from triergon.triergon_core.cli import main
+
+    out = tmp_path / "grid"
+    assert main(["data", "cache", str(train_data["shards"]), "-o", str(out), "--preset", "tiny", "--no-embeddings",
+                 "--dinov2", str(dinov2_dir), "--frame-pooling", "cls+grid", "-q"]) == 0
+    cache, cls = CacheIndex(out), CacheIndex(train_data["cache"]).item(0)["dinov2"]
+    assert cache.identity["frame_pooling"] == "cls+grid"
+    grid = cache.item(0)["dinov2"]
+    assert grid.shape == (cls.shape[0], 160) and torch.allclose(grid[:, :32], cls, atol=1e-5)
+    with pytest.raises(ValueError, match=r"holds 160-d frame features \('cls\+grid' pooling\) but this T_LUFS reads "
+                                         r"32-d ones \('cls'\).*--frame-pooling cls"):
+        train_on_cpu("cpu-smoke-lufs", tmp_path / "run", [f"data.path={out}", "run.steps=1"])

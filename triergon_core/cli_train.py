@@ -65,8 +65,9 @@ def _cache(args: argparse.Namespace) -> int:
     if args.dinov2:
         from .lufs_predictor import load_dinov2
 
-        features = load_dinov2(args.dinov2, device=args.device)
+        features = load_dinov2(args.dinov2, device=args.device, pooling=args.frame_pooling)
         identity["dinov2"] = str(Path(args.dinov2).resolve())
+        identity["frame_pooling"] = args.frame_pooling
     bar, progress = _bar("caching", args.quiet)
     with bar:
         build_cache(args.shards, args.output, vae=model.vae, encoders=encoders, features=features, identity=identity,
@@ -138,6 +139,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers folder for the embeddings")
     cache.add_argument("--no-embeddings", action="store_true", help="cache no text / audio / video embeddings")
     cache.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder: also cache frame features for T_LUFS")
+    cache.add_argument("--frame-pooling", choices=("cls", "cls+grid"), default="cls",
+                       help="DINOv2 frame features: the CLS output (default, the paper's presets) or that with the "
+                            "mean patch token of each image quarter (the demo T_LUFS's; 5 x the width)")
     cache.add_argument("--embeddings-from", metavar="CACHE", help="copy the embeddings and DINOv2 features of this "
                        "earlier cache of the same shards; encode only the latents (after a new VAE)")
     cache.add_argument("--device", default="cpu", help="torch device (default cpu)")

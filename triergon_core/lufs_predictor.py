@@ -3,6 +3,10 @@
 Video frames sampled by time at 6 fps -> DINOv2 frame features (transformers `Dinov2Model`, weights from a
 local folder) -> a transformer encoder with learned positions (up to 360 frames = 60 s) -> two sigmoid
 outputs per frame: the normalised left and right LUFS, (l + 70) / 70. Trained with MSE (train/).
+
+A frame's feature is DINOv2's pooled CLS output (`frame_pooling="cls"`, the paper's presets) or that with the mean
+patch token of each quarter of the image appended (`"cls+grid"`: 5 x the hidden size), which keeps where things are,
+left or right, for the two channels' loudness.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True, kw_only=True)
 class LufsPredictorConfig:
-    """Sizes of T_LUFS. `feature_dim` is the DINOv2 hidden size it reads (768 for ViT-B/14)."""
+    """Sizes of T_LUFS. `feature_dim` is the size of the frame features it reads (`FrameFeatures.feature_dim`: the
+    DINOv2 hidden size, 768 for ViT-B/14, with `frame_pooling="cls"`; 5 times that with `"cls+grid"`)."""
 
     name: str
     feature_dim: int = 768
+    frame_pooling: str = "cls"
     dim: int = 768
     depth: int = 12
     heads: int = 8
@@ -45,9 +51,10 @@ LUFS_PREDICTOR_PRESETS = {
     "s": LufsPredictorConfig(name="s", depth=12, heads=8),
     "l": LufsPredictorConfig(name="l", depth=14, heads=12),
     "tiny": LufsPredictorConfig(name="tiny", feature_dim=32, dim=32, depth=2, heads=2),
-    # the shipped demo model's, on the demo's small DINOv2 (`DEMO_DINOV2`: 64-d features)
-    "demo": LufsPredictorConfig(name="demo", feature_dim=64, dim=128, depth=4, heads=4),
+    # the shipped demo model's, on the demo's small DINOv2 (`DEMO_DINOV2`: 64 wide, so 5 x 64 with the grid)
+    "demo": LufsPredictorConfig(name="demo", feature_dim=320, frame_pooling="cls+grid", dim=128, depth=4, heads=4),
 }
+FRAME_POOLINGS = {"cls": 1, "cls+grid": 5}  # frame pooling -> feature size in DINOv2 hidden sizes
 
 # Sizes of the small DINOv2 the demo model ships (seeded random weights, `save_random_dinov2`) and of the tiny one
 # the nodes offer; `resize` / `crop` are its preprocessing (SynthFoley's 128 x 128 frames, centre 112 = 8 x 8 patches).
@@ -62,6 +69,7 @@ class LufsPredictor(nn.Module):
 
     def __init__(self, *, config: LufsPredictorConfig) -> None:
         super().__init__()
+        _check_pooling(config.frame_pooling)
         self.config = config
         self.proj_in = nn.Linear(config.feature_dim, config.dim)
         self.positions = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
@@ -108,22 +116,36 @@ def load_predictor(path: str | os.PathLike, *, device: torch.device | str = "cpu
 
 
 class FrameFeatures(nn.Module):
-    """DINOv2 (transformers `Dinov2Model`) over RGB frames: the pooled CLS feature of each frame.
+    """DINOv2 (transformers `Dinov2Model`) over RGB frames: one feature per frame, pooled as `pooling` says:
+    "cls", the pooled CLS output (DINOv2's layer-normed CLS token), or "cls+grid", that followed by the mean of the
+    patch tokens over each quarter of the image (top left, top right, bottom left, bottom right).
 
     Preprocessing follows the DINOv2 image processor: resize the short side to `resize` (256), centre-crop
     `crop` (224), ImageNet mean/std; values come from the folder's `preprocessor_config.json` when present.
     """
 
     def __init__(self, model: nn.Module, *, resize: int = 256, crop: int = 224,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 pooling: str = "cls") -> None:
         super().__init__()
-        self.model, self.resize, self.crop = model, resize, crop
+        _check_pooling(pooling)
+        self.model, self.resize, self.crop, self.pooling = model, resize, crop, pooling
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def feature_dim(self) -> int:
-        return self.model.config.hidden_size
+        return self.model.config.hidden_size * FRAME_POOLINGS[self.pooling]
+
+    def pooled(self, pixels: torch.Tensor, pooling: str) -> torch.Tensor:
+        """Normalised pixels [N, 3, crop, crop] -> features [N, D] pooled as `pooling` says."""
+        out = self.model(pixel_values=pixels)
+        if pooling == "cls":
+            return out.pooler_output
+        side = self.crop // self.model.config.patch_size
+        patches = out.last_hidden_state[:, 1:].unflatten(1, (side, side)).permute(0, 3, 1, 2)  # [N, D, h, w]
+        quarters = F.adaptive_avg_pool2d(patches, 2).permute(0, 2, 3, 1).flatten(1)  # [N, 4 * D], row by row
+        return torch.cat([out.pooler_output, quarters], 1)
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) with the short side scaled to `resize`: what to ask the video reader for."""
@@ -144,18 +166,28 @@ class FrameFeatures(nn.Module):
         return (x - self.mean) / self.std
 
     @torch.inference_mode()
-    def forward(self, frames: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
-        """Frames [T, H, W, 3] -> features [T, feature_dim], in batches of `batch_size` frames."""
+    def forward(self, frames: torch.Tensor, *, batch_size: int = 32, pooling: str | None = None) -> torch.Tensor:
+        """Frames [T, H, W, 3] -> features [T, D], in batches of `batch_size` frames; `pooling` (default: this
+        instance's) as in the class docstring, D = hidden size x (1 for "cls", 5 for "cls+grid")."""
+        pooling = _check_pooling(pooling or self.pooling)
         param = next(self.model.parameters())
         out = []
         for i in range(0, frames.shape[0], batch_size):
             pixels = self.preprocess(frames[i:i + batch_size]).to(device=param.device, dtype=param.dtype)
-            out.append(self.model(pixel_values=pixels).pooler_output.float())
+            out.append(self.pooled(pixels, pooling).float())
         return torch.cat(out)
 
 
-def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu") -> FrameFeatures:
-    """Load DINOv2 from a local folder (a Hugging Face `facebook/dinov2-*` download); nothing is fetched.
+def _check_pooling(pooling: str) -> str:
+    if pooling not in FRAME_POOLINGS:
+        raise ValueError(f"unknown frame pooling {pooling!r}; available: {', '.join(FRAME_POOLINGS)}")
+    return pooling
+
+
+def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu",
+                pooling: str = "cls") -> FrameFeatures:
+    """Load DINOv2 from a local folder (a Hugging Face `facebook/dinov2-*` download); nothing is fetched. `pooling`:
+    the frame features' default pooling (`FrameFeatures`; `predict_lufs` uses its predictor's).
 
     Raises a ValueError naming the folder when it is missing, has no config, or holds another model type.
     """
@@ -171,12 +203,12 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
     from transformers import Dinov2Model
 
     model = Dinov2Model.from_pretrained(folder, local_files_only=True).to(device).eval()
-    kwargs = {}
+    kwargs = {"pooling": pooling}
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
         cfg = json.loads(processor.read_text())
         size, crop = cfg.get("size", {}), cfg.get("crop_size", {})
-        kwargs = {"resize": size.get("shortest_edge", 256), "crop": crop.get("height", 224),
+        kwargs |= {"resize": size.get("shortest_edge", 256), "crop": crop.get("height", 224),
                   "mean": tuple(cfg.get("image_mean", IMAGENET_MEAN)), "std": tuple(cfg.get("image_std", IMAGENET_STD))}
     return FrameFeatures(model, **kwargs)
 
@@ -232,15 +264,17 @@ def predict_lufs(video: str | os.PathLike, *, features: FrameFeatures, predictor
     """
     from .video import probe_video, read_frames
 
-    if features.feature_dim != predictor.config.feature_dim:
+    pooling = predictor.config.frame_pooling
+    dim = features.model.config.hidden_size * FRAME_POOLINGS[pooling]
+    if dim != predictor.config.feature_dim:
         raise ValueError(f"the predictor reads {predictor.config.feature_dim}-d features but this DINOv2 gives "
-                         f"{features.feature_dim}-d ones: use the DINOv2 size it was trained with")
+                         f"{dim}-d ones ({pooling!r} pooling): use the DINOv2 size it was trained with")
     info = probe_video(video)
     limit = predictor.config.max_frames / predictor.config.rate
     if info.duration > limit:
         raise ValueError(f"{video} is {info.duration:.2f} s long; the LUFS predictor covers at most {limit:g} s")
     frames = read_frames(video, fps=predictor.config.rate, size=features.frame_size(info.height, info.width))
-    feats = features(frames.frames)
+    feats = features(frames.frames, pooling=pooling)
     param = next(predictor.parameters())
     curve = predictor(feats[None].to(device=param.device, dtype=param.dtype))[0].float().cpu()
     expected = frames_for(info.duration, predictor.config.rate)

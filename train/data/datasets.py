@@ -87,6 +87,14 @@ class LatentCrops(Dataset):
     def __len__(self) -> int:
         return len(self.cache)
 
+    def feature_dim(self) -> int:
+        """The size of the cached frame features (of the first clip)."""
+        item = self.cache.item(0) if len(self.cache) else {}
+        if "dinov2" not in item:
+            raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
+                             "--dinov2 DIR`")
+        return item["dinov2"].shape[-1]
+
     def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
         from ...triergon_core.conditioning import normalize_lufs
 
@@ -132,6 +140,14 @@ class FeatureCrops(Dataset):
 
     def __len__(self) -> int:
         return len(self.cache)
+
+    def feature_dim(self) -> int:
+        """The size of the cached frame features (of the first clip)."""
+        item = self.cache.item(0) if len(self.cache) else {}
+        if "dinov2" not in item:
+            raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
+                             "--dinov2 DIR`")
+        return item["dinov2"].shape[-1]
 
     def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
         from ...triergon_core.conditioning import normalize_lufs

@@ -33,8 +33,16 @@ class LufsTrainer(Trainer):
         if frames > self.predictor_config.max_frames:
             raise ValueError(f"data.crop_seconds gives {frames} frames, more than T_LUFS's "
                              f"{self.predictor_config.max_frames}")
-        return FeatureCrops(self.config.data.path, crop_frames=frames, seed=self.config.run.seed,
+        data = FeatureCrops(self.config.data.path, crop_frames=frames, seed=self.config.run.seed,
                             split=self.config.data.split)
+        pooling, dim = self.predictor_config.frame_pooling, self.predictor_config.feature_dim
+        cached = data.cache.identity.get("frame_pooling", "cls")
+        size = data.feature_dim()
+        if cached != pooling or size != dim:
+            raise ValueError(f"{self.config.data.path} holds {size}-d frame features ({cached!r} pooling) but this "
+                             f"T_LUFS reads {dim}-d ones ({pooling!r}): cache them with `triergon data cache "
+                             f"--dinov2 DIR --frame-pooling {pooling}` and the DINOv2 it was sized for")
+        return data
 
     sample_part = "lufs"
 
