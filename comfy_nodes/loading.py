@@ -136,12 +136,6 @@ def _lufs_models(dinov2: str, predictor: str, device: torch.device) -> tuple[Any
         random_dinov2,
     )
 
-    features = None
-    if dinov2 == TINY_RANDOM:
-        features = random_dinov2(seed=0, **TINY_DINOV2).to(device)
-    elif dinov2 != NONE:
-        folder = DemoFiles().dinov2 if dinov2 == SHIPPED else find_model(dinov2, "dinov2", folder=True)
-        features = load_dinov2(folder, device=device)
     net = None
     if predictor == TINY_RANDOM:
         with torch.random.fork_rng(devices=[]):
@@ -151,4 +145,11 @@ def _lufs_models(dinov2: str, predictor: str, device: torch.device) -> tuple[Any
         path = DemoFiles().predictor if predictor == SHIPPED else find_model(predictor, "lufs_predictor")
         warn_if_untrained(path, "T_LUFS")
         net = load_predictor(path, device=device)
+    pooling = net.config.frame_pooling if net is not None else "cls"  # the frame features T_LUFS reads
+    features = None
+    if dinov2 == TINY_RANDOM:
+        features = random_dinov2(seed=0, pooling=pooling, **TINY_DINOV2).to(device)
+    elif dinov2 != NONE:
+        folder = DemoFiles().dinov2 if dinov2 == SHIPPED else find_model(dinov2, "dinov2", folder=True)
+        features = load_dinov2(folder, device=device, pooling=pooling)
     return features, net

@@ -86,7 +86,8 @@ def test_the_encoders_load_as_released_folders_and_are_the_seeded_towers():
     got = features(images)
     assert torch.equal(got, seeded(images))
     assert got.std(0).mean() > 0.1  # different frames, different features
-    assert load_predictor(SHIPPED.predictor).config.feature_dim == features.feature_dim
+    shipped = load_predictor(SHIPPED.predictor).config  # reads the shipped DINOv2's features, pooled its way
+    assert shipped.feature_dim == load_dinov2(SHIPPED.dinov2, pooling=shipped.frame_pooling).feature_dim
 
 
 def test_the_model_is_the_demo_preset_and_placeholders_say_so(caplog):

@@ -214,7 +214,7 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
 
 
 def random_dinov2(*, seed: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int,
-                  image_size: int, patch_size: int, resize: int, crop: int) -> FrameFeatures:
+                  image_size: int, patch_size: int, resize: int, crop: int, pooling: str = "cls") -> FrameFeatures:
     """DINOv2's architecture (transformers `Dinov2Model`) at the given sizes with seeded random weights
     (`languagebind_towers.init_random_`: the same seed gives the same weights in any process), as `FrameFeatures`
     preprocessing frames to `resize` / `crop`. Its features carry no learned meaning."""
@@ -226,7 +226,7 @@ def random_dinov2(*, seed: int, hidden_size: int, num_hidden_layers: int, num_at
                           num_attention_heads=num_attention_heads, image_size=image_size, patch_size=patch_size)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # the constructor's init draws globally
         model = init_random_(Dinov2Model(config), torch.Generator().manual_seed(seed))
-    return FrameFeatures(model.eval().requires_grad_(False), resize=resize, crop=crop)
+    return FrameFeatures(model.eval().requires_grad_(False), resize=resize, crop=crop, pooling=pooling)
 
 
 def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) -> Path:
