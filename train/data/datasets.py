@@ -87,14 +87,6 @@ class LatentCrops(Dataset):
     def __len__(self) -> int:
         return len(self.cache)
 
-    def feature_dim(self) -> int:
-        """The size of the cached frame features (of the first clip)."""
-        item = self.cache.item(0) if len(self.cache) else {}
-        if "dinov2" not in item:
-            raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
-                             "--dinov2 DIR`")
-        return item["dinov2"].shape[-1]
-
     def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
         from ...triergon_core.conditioning import normalize_lufs
 
@@ -143,20 +135,19 @@ class FeatureCrops(Dataset):
 
     def feature_dim(self) -> int:
         """The size of the cached frame features (of the first clip)."""
-        item = self.cache.item(0) if len(self.cache) else {}
+        return self._features(self.cache.item(0) if len(self.cache) else {}).shape[-1]
+
+    def _features(self, item: dict[str, torch.Tensor]) -> torch.Tensor:
         if "dinov2" not in item:
             raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
                              "--dinov2 DIR`")
-        return item["dinov2"].shape[-1]
+        return item["dinov2"]
 
     def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
         from ...triergon_core.conditioning import normalize_lufs
 
         item = self.cache.item(ref.index)
-        if "dinov2" not in item:
-            raise ValueError(f"{self.cache.folder} has no DINOv2 features: build it with `triergon data cache "
-                             "--dinov2 DIR`")
-        feats, lufs = item["dinov2"].T, normalize_lufs(item["lufs"])
+        feats, lufs = self._features(item).T, normalize_lufs(item["lufs"])
         frames = min(feats.shape[-1], lufs.shape[-1])
         start = _crop_start(frames, self.crop, _generator(self.seed, ref))
         valid = min(frames - start, self.crop)
