@@ -162,3 +162,8 @@ def test_cli_data_cache_frame_pooling_and_the_lufs_trainers_check(train_data, di
     with pytest.raises(ValueError, match=r"holds 160-d frame features \('cls\+grid' pooling\) but this T_LUFS reads "
                                          r"32-d ones \('cls'\).*--frame-pooling cls"):
         train_on_cpu("cpu-smoke-lufs", tmp_path / "run", [f"data.path={out}", "run.steps=1"])
+    bare = tmp_path / "bare"  # a cache without --dinov2: T_LUFS has nothing to read, and says how to make it
+    assert main(["data", "cache", str(train_data["shards"]), "-o", str(bare), "--preset", "tiny", "--no-embeddings",
+                 "-q"]) == 0
+    with pytest.raises(ValueError, match=r"has no DINOv2 features: build it with `triergon data cache --dinov2 DIR`"):
+        train_on_cpu("cpu-smoke-lufs", tmp_path / "run2", [f"data.path={bare}", "run.steps=1"])
