@@ -75,6 +75,9 @@ class VAELossConfig:
     discriminator_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
 
 
+LUFS_LOSSES = ("mse", "l1")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LufsLossConfig:
     """T_LUFS runs. kind: "mse" (the paper's) or "l1" (the absolute error of the normalised curves: the median,
@@ -85,9 +88,6 @@ class LufsLossConfig:
     def __post_init__(self) -> None:
         if self.kind not in LUFS_LOSSES:
             raise ValueError(f"lufs_loss.kind must be one of {LUFS_LOSSES}, got {self.kind!r}")
-
-
-LUFS_LOSSES = ("mse", "l1")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -112,10 +112,7 @@ def window_loudness(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate
     """Per-channel K-weighted loudness of each 1/`rate` s window, [B, C, windows] in LUFS, with a soft floor at
     -70 LUFS: the floor's power is added rather than clamped, so that a silent output still has a gradient
     towards louder (a clamp would leave a model stuck at silence with none)."""
-    hop = round(sample_rate / rate)
-    weighted = k_weighting(audio, sample_rate)
-    n = weighted.shape[-1] // hop * hop
-    power = weighted[..., :n].pow(2).unflatten(-1, (-1, hop)).mean(-1)
+    power = _windows(k_weighting(audio, sample_rate), sample_rate, rate).pow(2).mean(-1)
     floor = 10 ** ((LUFS_FLOOR + 0.691) / 10)
     return 10 * torch.log10(power + floor) - 0.691
 
@@ -134,6 +131,12 @@ def loudness_losses(fake: torch.Tensor, real: torch.Tensor, *,
     return (lf - lr).abs().mean() / 10, balance
 
 
+def _windows(audio: torch.Tensor, sample_rate: int, rate: float) -> torch.Tensor:
+    """[..., N] -> [..., windows, hop]: the whole 1/`rate` s windows of `audio` (a partial last one dropped)."""
+    hop = round(sample_rate / rate)
+    return audio[..., :audio.shape[-1] // hop * hop].unflatten(-1, (-1, hop))
+
+
 # octave bands centred on 31.5 Hz ... 16 kHz (edges at the geometric midpoints, the last one up to Nyquist)
 OCTAVE_CENTRES = tuple(1000 * 2.0 ** k for k in range(-5, 5))
 
@@ -144,8 +147,7 @@ def band_levels(audio: torch.Tensor, *, sample_rate: int = SAMPLE_RATE, rate: fl
     the window's mean square in dB (a sine of amplitude 1 gives -3 dB in its band), Hann-windowed, with the soft
     floor of `window_loudness` at -70 dB so that a silent band still has a gradient."""
     hop = round(sample_rate / rate)
-    n = audio.shape[-1] // hop * hop
-    frames = audio[..., :n].unflatten(-1, (-1, hop)) * torch.hann_window(hop, device=audio.device, dtype=audio.dtype)
+    frames = _windows(audio, sample_rate, rate) * torch.hann_window(hop, device=audio.device, dtype=audio.dtype)
     power = torch.fft.rfft(frames, dim=-1).abs().pow(2) * (2 / (hop * hop * 0.375))
     freqs = torch.fft.rfftfreq(hop, 1 / sample_rate).to(audio.device)
     edges = [0.0, *(c * 2 ** 0.5 for c in centres[:-1]), sample_rate / 2 + 1]

@@ -63,7 +63,7 @@ class ReconstructionScores:
     stereo_placement: float
     stereo_frames: int
     clips: int
-    band_error: float = math.nan
+    band_error: float
 
 
 @torch.inference_mode()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .config import FRAME_POOLINGS
+
 
 def _bar(desc: str, quiet: bool):
     from tqdm import tqdm
@@ -139,7 +141,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--languagebind", metavar="DIR", help="LanguageBind towers folder for the embeddings")
     cache.add_argument("--no-embeddings", action="store_true", help="cache no text / audio / video embeddings")
     cache.add_argument("--dinov2", metavar="DIR", help="DINOv2 folder: also cache frame features for T_LUFS")
-    cache.add_argument("--frame-pooling", choices=("cls", "cls+grid"), default="cls",
+    cache.add_argument("--frame-pooling", choices=tuple(FRAME_POOLINGS), default="cls",
                        help="DINOv2 frame features: the CLS output (default, the paper's presets) or that with the "
                             "mean patch token of each image quarter (the demo T_LUFS's; 5 x the width)")
     cache.add_argument("--embeddings-from", metavar="CACHE", help="copy the embeddings and DINOv2 features of this "

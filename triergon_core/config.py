@@ -14,6 +14,8 @@ from typing import Any
 
 SAMPLE_RATE = 44100
 LUFS_RATE = 6.0
+# T_LUFS frame poolings (`lufs_predictor.FrameFeatures`) -> the feature size in DINOv2 hidden sizes
+FRAME_POOLINGS = {"cls": 1, "cls+grid": 5}
 
 
 def frames_for(seconds: float, rate: float = LUFS_RATE) -> int:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, check_state_dict, read_state_dict, write_module
-from .config import LUFS_RATE, frames_for
+from .config import FRAME_POOLINGS, LUFS_RATE, frames_for
 from .lufs_curve import LufsCurve
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ LUFS_PREDICTOR_PRESETS = {
     # the shipped demo model's, on the demo's small DINOv2 (`DEMO_DINOV2`: 64 wide, so 5 x 64 with the grid)
     "demo": LufsPredictorConfig(name="demo", feature_dim=320, frame_pooling="cls+grid", dim=128, depth=4, heads=4),
 }
-FRAME_POOLINGS = {"cls": 1, "cls+grid": 5}  # frame pooling -> feature size in DINOv2 hidden sizes
 
 # Sizes of the small DINOv2 the demo model ships (seeded random weights, `save_random_dinov2`) and of the tiny one
 # the nodes offer; `resize` / `crop` are its preprocessing (SynthFoley's 128 x 128 frames, centre 112 = 8 x 8 patches).
@@ -135,7 +134,11 @@ class FrameFeatures(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.model.config.hidden_size * FRAME_POOLINGS[self.pooling]
+        return self.feature_dim_for(self.pooling)
+
+    def feature_dim_for(self, pooling: str) -> int:
+        """The size of this DINOv2's frame features pooled as `pooling` says."""
+        return self.model.config.hidden_size * FRAME_POOLINGS[_check_pooling(pooling)]
 
     def pooled(self, pixels: torch.Tensor, pooling: str) -> torch.Tensor:
         """Normalised pixels [N, 3, crop, crop] -> features [N, D] pooled as `pooling` says."""
@@ -265,7 +268,7 @@ def predict_lufs(video: str | os.PathLike, *, features: FrameFeatures, predictor
     from .video import probe_video, read_frames
 
     pooling = predictor.config.frame_pooling
-    dim = features.model.config.hidden_size * FRAME_POOLINGS[pooling]
+    dim = features.feature_dim_for(pooling)
     if dim != predictor.config.feature_dim:
         raise ValueError(f"the predictor reads {predictor.config.feature_dim}-d features but this DINOv2 gives "
                          f"{dim}-d ones ({pooling!r} pooling): use the DINOv2 size it was trained with")
