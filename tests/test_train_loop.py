@@ -162,6 +162,42 @@ def test_vae_trainer_data_init_sets_gains_and_biases(train_data, tmp_path):
     assert torch.equal(init.parts["vae"].ema["encoder.layers.0.weight_g"], b["encoder.layers.0.weight_g"])
 
 
+def test_vae_trainer_data_init_scale_and_residual_branches(train_data, tmp_path):
+    """`vae_loss.data_init_scale` / `data_init_residual`: on the init batch every convolution's output has the given
+    spread per channel, a residual branch's last convolution that times the residual factor, the decoder's output
+    the audio's spread."""
+    from triergon.train.recipes import get_recipe
+    from triergon.train.sampler import SampleRef
+    from triergon.train.trainers import trainer_class
+    from triergon.triergon_core.vae import ResidualUnit
+
+    config = apply_overrides(get_recipe("cpu-smoke-vae"), [
+        f"data.path={train_data['shards']}", "vae_loss.data_init=true", "vae_loss.data_init_scale=0.3",
+        "vae_loss.data_init_residual=0.1"])
+    trainer = trainer_class("vae")(config, init_distributed(device="cpu"), tmp_path)
+    trainer.build()
+    vae = trainer.parts["vae"].module
+    data = trainer.dataset()
+    audio = torch.stack([data[SampleRef(i, 0, 1.0)]["audio"] for i in range(config.data.batch_size)]).float()
+    spreads = {}
+
+    def keep_spread(module, inputs, out):
+        spreads[module] = out.std(dim=(0, 2))
+
+    hooks = [m.register_forward_hook(keep_spread)
+             for m in (vae.encoder.layers[0], vae.decoder.layers[0], vae.encoder.layers[1].layers[0].layers[-1])]
+    with torch.no_grad():
+        out = vae(audio, sample=False)[0]
+    for h in hooks:
+        h.remove()
+    assert isinstance(vae.encoder.layers[1].layers[0], ResidualUnit)
+    plain = [spreads[vae.encoder.layers[0]], spreads[vae.decoder.layers[0]]]
+    assert all(torch.allclose(x, torch.full_like(x, 0.3), rtol=1e-3) for x in plain)
+    branch = spreads[vae.encoder.layers[1].layers[0].layers[-1]]
+    assert torch.allclose(branch, torch.full_like(branch, 0.03), rtol=1e-3)
+    assert float(out.std()) == pytest.approx(float(audio.std()), rel=0.02)
+
+
 def test_vae_losses():
     from triergon.train.losses import (
         MultiScaleSTFTDiscriminator,

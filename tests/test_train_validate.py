@@ -73,6 +73,26 @@ def test_half_amplitude_is_six_lu_too_quiet():
     assert s.mrstft > 0.1 and s.band_error == pytest.approx(six, abs=0.006)
 
 
+class _Hissing(_Scaled):
+    """decode -> the audio plus an 8 kHz tone of amplitude 0.1 in both channels, where the input has nothing."""
+
+    def decode(self, latents, num_samples=None):
+        t = torch.arange(latents.shape[-1]) / 44100
+        return latents[..., :num_samples] + 0.1 * torch.sin(2 * math.pi * 8000 * t)
+
+
+def test_added_energy_counts_its_excess_over_silence():
+    from triergon.train.losses import band_levels
+
+    clips = _clips()
+    s = reconstruction_scores(_Hissing(1.0), clips)
+    # the 440 Hz input leaves the 8 kHz band near -110 dB; the tone puts it at 20 log10(0.1) - 3 = -23 dB in every
+    # window and channel: 37 dB above the -60 dB line there, and (nearly) nothing changes in the input's own bands
+    heard = sum(int((band_levels(c[None]) > -60).sum()) for c in clips)
+    added = sum(c.shape[0] * 12 for c in clips)  # one band, 12 windows of 1/6 s per 2 s channel
+    assert s.band_error == pytest.approx(37 * added / (heard + added), abs=0.01)
+
+
 def test_validate_run_scores_each_checkpoint_once(train_data, tmp_path):
     train_on_cpu("cpu-smoke-vae", tmp_path, [f"data.path={train_data['shards']}", "run.steps=2", "run.save_every=1",
                                              "run.sample_every=0"])

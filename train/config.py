@@ -69,6 +69,12 @@ class VAELossConfig:
     # a new VAE (no model.init): set each convolution's gains and bias from the first batch (Salimans and Kingma's
     # data-dependent init of weight norm) so that the latent depends on the input from the first step
     data_init: bool = False
+    # the spread data_init gives each convolution's output (the decoder's last layer: the audio's), and the residual
+    # branches' last convolution this times data_init_residual. At 1 every Snake works on unit-spread input, far in
+    # its nonlinear range (x + sin^2 x), and the decoder renders one broadband spectrum whatever the latent
+    # (the SynthFoley probes: the demo recipe's values below give each sound its own)
+    data_init_scale: float = 1.0
+    data_init_residual: float = 1.0
     discriminator_start: int = 0  # steps of reconstruction-only warm-up before the discriminator joins
     discriminator_lr: float = 1e-4
     discriminator_channels: int = 32

@@ -53,8 +53,10 @@ class ReconstructionScores:
         stereo_frames: how many windows that share counts.
         clips: how many clips were scored.
         band_error: mean |reconstruction - input| of the per-channel octave-band levels of each 1/6 s window (dB;
-            `losses.band_levels`), over the bands where the input is above -60 dB: the spectral envelope, which a
-            reconstruction with the right loudness and the wrong timbre misses.
+            `losses.band_levels`), over the bands where the input is above -60 dB, and over the bands where only the
+            reconstruction is, there counting its excess over -60 dB: the spectral envelope, which a reconstruction
+            with the right loudness and the wrong timbre misses, including the energy it puts where the input has
+            none (a low rumble under rain).
     """
 
     mrstft: float
@@ -82,14 +84,15 @@ def reconstruction_scores(vae: OobleckVAE, clips: list[torch.Tensor]) -> Reconst
         lr, lf = window_loudness(real), window_loudness(fake)
         diffs.append((lf - lr)[lr > SILENCE])
         br, bf = band_levels(real), band_levels(fake)
-        bands.append((bf - br)[br > SILENCE])
+        heard = br > SILENCE
+        bands.append(torch.cat([(bf - br)[heard].abs(), (bf - SILENCE)[~heard & (bf > SILENCE)]]))
         if real.shape[1] == 2:
             placements.append(stereo_placement(LufsCurve(lr[0]), LufsCurve(lf[0])))
     d = torch.cat(diffs)
     accuracy, frames = _pooled(placements)
     return ReconstructionScores(mrstft=sum(stft) / len(stft), loudness_mae=float(d.abs().mean()),
                                 loudness_bias=float(d.mean()), stereo_placement=accuracy, stereo_frames=frames,
-                                clips=len(clips), band_error=float(torch.cat(bands).abs().mean()))
+                                clips=len(clips), band_error=float(torch.cat(bands).mean()))
 
 
 def _pooled(placements: list) -> tuple[float, int]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ...triergon_core.layers import WNConv1d, WNConvTranspose1d
 from ...triergon_core.lufs_curve import LufsCurve
-from ...triergon_core.vae import OobleckVAE
+from ...triergon_core.vae import OobleckVAE, ResidualUnit
 from ..data.datasets import AudioCrops
 from ..losses import (
     MultiScaleSTFTDiscriminator,
@@ -92,13 +92,18 @@ class VAETrainer(Trainer):
 
     def data_init(self, vae: OobleckVAE) -> None:
         """`weight_norm_data_init` of a new VAE on the first batch of the data set (clips 0..batch-1 as epoch 0
-        crops them: the same on every rank and on resume, where the checkpoint's weights then replace these); the
-        decoder's last layer is set to the batch's audio spread rather than 1."""
+        crops them: the same on every rank and on resume, where the checkpoint's weights then replace these): every
+        convolution's output to `vae_loss.data_init_scale`, the residual branches' last one to that times
+        `data_init_residual`, the decoder's last layer to the batch's audio spread."""
         data = self.dataset()
         audio = torch.stack([data[SampleRef(i, 0, 1.0)]["audio"]
                              for i in range(min(len(data), self.config.data.batch_size))]).float()
-        weight_norm_data_init(vae, lambda: vae(audio, sample=False),
-                              targets={vae.decoder.layers[-1]: float(audio.std())})
+        lc = self.config.vae_loss
+        targets = {m: lc.data_init_scale for m in vae.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)}
+        targets |= {m.layers[-1]: lc.data_init_scale * lc.data_init_residual
+                    for m in vae.modules() if isinstance(m, ResidualUnit)}
+        targets[vae.decoder.layers[-1]] = float(audio.std())
+        weight_norm_data_init(vae, lambda: vae(audio, sample=False), targets=targets)
 
     def dataset(self) -> AudioCrops:
         return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
