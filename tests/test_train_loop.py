@@ -167,7 +167,6 @@ def test_vae_trainer_data_init_scale_and_residual_branches(train_data, tmp_path)
     spread per channel, a residual branch's last convolution that times the residual factor, the decoder's output
     the audio's spread."""
     from triergon.train.recipes import get_recipe
-    from triergon.train.sampler import SampleRef
     from triergon.train.trainers import trainer_class
     from triergon.triergon_core.vae import ResidualUnit
 
@@ -177,8 +176,7 @@ def test_vae_trainer_data_init_scale_and_residual_branches(train_data, tmp_path)
     trainer = trainer_class("vae")(config, init_distributed(device="cpu"), tmp_path)
     trainer.build()
     vae = trainer.parts["vae"].module
-    data = trainer.dataset()
-    audio = torch.stack([data[SampleRef(i, 0, 1.0)]["audio"] for i in range(config.data.batch_size)]).float()
+    audio = trainer.init_batch()
     spreads = {}
 
     def keep_spread(module, inputs, out):

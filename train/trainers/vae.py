@@ -33,11 +33,11 @@ from .dit import initial_model
 
 @torch.no_grad()
 def weight_norm_data_init(module: nn.Module, run, *, targets: dict[nn.Module, float] | None = None,
-                          eps: float = 1e-8) -> None:
+                          scale: float = 1.0, eps: float = 1e-8) -> None:
     """Salimans and Kingma's data-dependent initialisation of weight-normalised convolutions (2016, section 3): one
     pass of `run()` (which calls `module` on a batch of data) in which every `WNConv1d` / `WNConvTranspose1d` of
     `module`, in the order they run, has its gains and bias set so that its output over that batch has zero mean
-    and unit standard deviation per channel (`targets[conv]` instead of 1 where given; without a bias only the
+    and standard deviation `scale` per channel (`targets[conv]` instead where given; without a bias only the
     scale), and the later layers see the re-normalised outputs.
 
     Why a new Oobleck VAE needs it: with PyTorch's default initialisation the biases dominate every layer's output
@@ -52,15 +52,15 @@ def weight_norm_data_init(module: nn.Module, run, *, targets: dict[nn.Module, fl
     def hook(conv: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
         mean = out.mean(dim=(0, 2))
         if isinstance(conv, WNConvTranspose1d):
-            scale = torch.full_like(mean, targets.get(conv, 1.0) / (float(out.std()) + eps))
-            conv.weight_g.mul_(scale[0])
+            gain = torch.full_like(mean, targets.get(conv, scale) / (float(out.std()) + eps))
+            conv.weight_g.mul_(gain[0])
         else:
-            scale = targets.get(conv, 1.0) / (out.std(dim=(0, 2)) + eps)
-            conv.weight_g.mul_(scale.view(-1, *([1] * (conv.weight_g.dim() - 1))))
+            gain = targets.get(conv, scale) / (out.std(dim=(0, 2)) + eps)
+            conv.weight_g.mul_(gain.view(-1, *([1] * (conv.weight_g.dim() - 1))))
         if conv.bias is None:
-            return out * scale[:, None]
-        conv.bias.sub_(mean).mul_(scale)
-        return (out - mean[:, None]) * scale[:, None]
+            return out * gain[:, None]
+        conv.bias.sub_(mean).mul_(gain)
+        return (out - mean[:, None]) * gain[:, None]
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)]
     try:
@@ -95,15 +95,18 @@ class VAETrainer(Trainer):
         crops them: the same on every rank and on resume, where the checkpoint's weights then replace these): every
         convolution's output to `vae_loss.data_init_scale`, the residual branches' last one to that times
         `data_init_residual`, the decoder's last layer to the batch's audio spread."""
-        data = self.dataset()
-        audio = torch.stack([data[SampleRef(i, 0, 1.0)]["audio"]
-                             for i in range(min(len(data), self.config.data.batch_size))]).float()
+        audio = self.init_batch()
         lc = self.config.vae_loss
-        targets = {m: lc.data_init_scale for m in vae.modules() if isinstance(m, WNConv1d | WNConvTranspose1d)}
-        targets |= {m.layers[-1]: lc.data_init_scale * lc.data_init_residual
-                    for m in vae.modules() if isinstance(m, ResidualUnit)}
+        targets = {m.layers[-1]: lc.data_init_scale * lc.data_init_residual
+                   for m in vae.modules() if isinstance(m, ResidualUnit)}
         targets[vae.decoder.layers[-1]] = float(audio.std())
-        weight_norm_data_init(vae, lambda: vae(audio, sample=False), targets=targets)
+        weight_norm_data_init(vae, lambda: vae(audio, sample=False), targets=targets, scale=lc.data_init_scale)
+
+    def init_batch(self) -> torch.Tensor:
+        """The audio `data_init` initialises on: clips 0..batch-1 as epoch 0 crops them, [B, C, N] float."""
+        data = self.dataset()
+        return torch.stack([data[SampleRef(i, 0, 1.0)]["audio"]
+                            for i in range(min(len(data), self.config.data.batch_size))]).float()
 
     def dataset(self) -> AudioCrops:
         return AudioCrops(self.config.data.path, crop_seconds=self.config.data.crop_seconds, seed=self.config.run.seed,
