@@ -201,6 +201,36 @@ def test_bundle_keeps_the_dit_runs_options_and_takes_its_init_vae(tmp_path, monk
             assert "vae: placeholder" in meta["trained_by"] and not vae_equal
 
 
+def test_init_vae_puts_another_vae_under_the_init_dit_and_the_bundle_names_it(tmp_path, monkeypatch):
+    """`model.init_vae`: the DiT and conditioner of `model.init` over the VAE of another file (a warm start on a new
+    VAE's latents); another VAE architecture is refused; the bundle names that file as the VAE's source."""
+    from triergon.train import demo_bundle
+    from triergon.train.config import apply_overrides
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers.dit import initial_model
+    from triergon.triergon_core.checkpoint import save_checkpoint
+
+    dit_source, vae_source = build_model("demo", seed=3), build_model("demo", seed=4)
+    init = save_checkpoint(dit_source, tmp_path / "init.safetensors")
+    init_vae = save_checkpoint(vae_source, tmp_path / "vae.safetensors")
+    config = apply_overrides(get_recipe("synthfoley-dit"), [f"model.init={init}", f"model.init_vae={init_vae}"])
+    model = initial_model(config)
+    assert all(torch.equal(v, dit_source.state_dict()[k]) for k, v in model.state_dict().items()
+               if not k.startswith("vae."))
+    assert all(torch.equal(v, vae_source.vae.state_dict()[k]) for k, v in model.vae.state_dict().items())
+    assert not torch.equal(dit_source.vae.decoder.layers[0].weight_v, model.vae.decoder.layers[0].weight_v)
+
+    monkeypatch.setattr(demo_bundle, "load_run", lambda _: (model, config, "run dit"))
+    files = demo_bundle.bundle_demo(tmp_path / "out", dit="dit")
+    meta = _metadata(files.model)
+    assert meta["trained_parts"] == "dit,conditioner,vae"
+    assert "vae: the DiT run's model.init_vae (vae.safetensors)" in meta["trained_by"]
+
+    tiny = save_checkpoint(build_model("tiny", seed=0), tmp_path / "tiny.safetensors")
+    with pytest.raises(ValueError, match="another VAE architecture"):
+        initial_model(apply_overrides(config, [f"model.init_vae={tiny}"]))
+
+
 def test_recipes_train_the_demo_parts():
     from triergon.train.recipes import get_recipe
     from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS

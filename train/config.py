@@ -106,10 +106,14 @@ class ModelSection:
         latent_scale: DiT runs: the model's `latent_scale` (the DiT trains on cached latents divided by it; about
             the spread of the cached posterior means, which `triergon data stats CACHE` prints); 0 keeps the
             preset's or the init checkpoint's.
+        init_vae: DiT runs: take the VAE from this checkpoint instead of `model.init`'s (the file the cache was
+            made with), e.g. to warm-start a trained DiT and conditioner on a new VAE's latents; the same VAE
+            architecture is required.
     """
 
     preset: str = "tiny"
     init: str = ""
+    init_vae: str = ""
     lufs_frame_aligned: bool = False
     latent_scale: float = 0.0
 

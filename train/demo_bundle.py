@@ -49,8 +49,8 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
 
     Args:
         output: the folder (the repository's `weights/demo` to ship them).
-        vae: the `synthfoley-vae` run folder; None: the DiT run's `model.init` VAE when that file holds a trained
-            VAE, else a placeholder VAE.
+        vae: the `synthfoley-vae` run folder; None: the DiT run's VAE (`model.init_vae`, else `model.init`) when
+            that file holds a trained VAE, else a placeholder VAE.
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
         lufs: the `synthfoley-lufs` run folder, or a T_LUFS weights file (e.g. the shipped one, to keep it; its
             `trained_by` is kept); None: placeholder T_LUFS.
@@ -65,9 +65,10 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         dit_vae = trained.vae.state_dict()
         sources.append(f"dit, conditioner: {source}")
         parts += ["dit", "conditioner"]
-        if vae is None and config.model.init and is_trained(config.model.init, "vae"):
+        init_vae, key = (config.model.init_vae, "init_vae") if config.model.init_vae else (config.model.init, "init")
+        if vae is None and init_vae and is_trained(init_vae, "vae"):
             model.vae.load_state_dict(dit_vae)
-            sources.append(f"vae: the DiT run's model.init ({os.path.basename(config.model.init)})")
+            sources.append(f"vae: the DiT run's model.{key} ({os.path.basename(init_vae)})")
             parts.append("vae")
     else:
         model = build_model("demo", seed=PLACEHOLDER_SEED)

@@ -37,13 +37,20 @@ class Denoiser(nn.Module):
 
 def initial_model(config) -> TriErgon:
     """The Tri-Ergon model training starts from: `model.init` (e.g. converted SAO weights) or a seeded new one,
-    with the frame-aligned LUFS path added when `model.lufs_frame_aligned` asks for it."""
-    if config.model.init:
-        from ...triergon_core.checkpoint import load_checkpoint
+    its VAE replaced by `model.init_vae`'s when given, with the frame-aligned LUFS path added when
+    `model.lufs_frame_aligned` asks for it."""
+    from ...triergon_core.checkpoint import load_checkpoint
 
+    if config.model.init:
         model = load_checkpoint(config.model.init)
     else:
         model = build_model(config.model.preset, seed=config.run.seed)
+    if config.model.init_vae:
+        other = load_checkpoint(config.model.init_vae)
+        if other.config.vae != model.config.vae:
+            raise ValueError(f"model.init_vae {config.model.init_vae} has another VAE architecture than the model "
+                             f"it goes into ({other.config.vae} against {model.config.vae})")
+        model.vae.load_state_dict(other.vae.state_dict())
     if config.model.lufs_frame_aligned and not model.config.conditioning.lufs_frame_aligned:
         model = with_lufs_frame_aligned(model, seed=config.run.seed)
     if config.model.latent_scale:
