@@ -94,7 +94,7 @@ def test_the_model_is_the_demo_preset_and_placeholders_say_so(caplog):
     model = load_checkpoint(SHIPPED.model)
     # the demo preset, with the options its DiT run added: the latent scale and the frame-aligned LUFS path
     assert _architecture(model.config) == get_preset("demo")
-    assert model.config.conditioning.lufs_frame_aligned and model.config.latent_scale == pytest.approx(2.034)
+    assert model.config.conditioning.lufs_frame_aligned and model.config.latent_scale == pytest.approx(0.5385)
     assert load_file(SHIPPED.model)["vae.decoder.layers.0.weight_v"].dtype == torch.float16
     for path in (SHIPPED.model, SHIPPED.predictor):
         meta = _metadata(path)
@@ -235,7 +235,10 @@ def test_recipes_train_the_demo_parts():
     from triergon.train.recipes import get_recipe
     from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS
 
-    dit, lufs = get_recipe("synthfoley-dit"), get_recipe("synthfoley-lufs")
+    dit, lufs, vae = get_recipe("synthfoley-dit"), get_recipe("synthfoley-lufs"), get_recipe("synthfoley-vae")
+    # the shipped VAE's settings (its encoder: this recipe from scratch, stopped at step 1500)
+    loss = vae.vae_loss
+    assert (loss.spectrum, loss.data_init, loss.data_init_scale, loss.data_init_residual) == (2.0, True, 0.3, 0.1)
     assert (dit.trainer, dit.model.preset, dit.data.crop_seconds, dit.data.batch_size) == ("dit", "demo", 5.0, 16)
     assert (dit.run.threads, dit.run.save_every) == (2, 250) and dit.optim.warmup_steps > 0
     assert (lufs.trainer, lufs.model.preset, lufs.run.threads) == ("lufs", "demo", 2)

@@ -105,18 +105,22 @@ def _synthfoley_vae() -> TrainConfig:
     # model step, 3 unweighted resolutions 0.17 s. The loudness term (K-weighted energy per 1/6 s window, per
     # channel) is what moves a small VAE off the near-silent plateau; KL at stable-audio-tools' 1e-4. The data-dependent
     # init makes the latent carry the input from step 0, and the per-channel STFT and balance terms score the stereo
-    # image; on all 1600 clips from scratch the stereo image was still not learned in 1800 steps, so the demo VAE
-    # starts on 8 clips and then continues on all of them (weights/demo/MODEL_CARD.md).
+    # image. Its spread: at 1 (every convolution's output at unit spread) every Snake works far in its nonlinear range
+    # and the decoder renders one spectrum whatever the latent; at 0.3, with the residual branches at 0.1 of that, and
+    # the octave-band spectrum term, the demo VAE learns each scene's timbre and the stereo image on all 1600 clips
+    # from scratch (weights/demo/MODEL_CARD.md: "Where the one timbre comes from").
     return TrainConfig(
         recipe="synthfoley-vae", trainer="vae", hardware="CPU, 1 process, 2 threads (hours)",
         description="the demo preset's VAE on SynthFoley shards: 4 x 2 s crops, deterministic encoder with "
-                    "data-dependent init, per-channel 3-resolution STFT + per-window loudness and L - R balance + KL, "
+                    "data-dependent init at 0.3 spread, per-channel 3-resolution STFT + per-window loudness, L - R "
+                    "balance and octave-band levels + KL, "
                     "no discriminator (its cost is not affordable on 2 cores)",
         model=ModelSection(preset="demo"),
         data=DataConfig(crop_seconds=2.0, batch_size=4),
         optim=OptimConfig(lr=1e-3, betas=(0.8, 0.99), warmup_steps=100, min_lr_ratio=0.1, ema_decay=0.995),
         vae_loss=VAELossConfig(fft_sizes=(2048, 512, 128), perceptual=False, stft_layout="channels", loudness=3.0,
-                               balance=3.0, kl=1e-4, decode_mean=True, data_init=True, discriminator_start=10**9,
+                               balance=3.0, spectrum=2.0, kl=1e-4, decode_mean=True, data_init=True,
+                               data_init_scale=0.3, data_init_residual=0.1, discriminator_start=10**9,
                                discriminator_channels=8, discriminator_ffts=(512, 128)),
         # a checkpoint every 100 steps, 10 kept: the demo's VAE is exported at chosen steps (`export --step`)
         run=RunConfig(steps=20_000, save_every=100, log_every=25, keep=10, threads=2, sample_every=1000))
