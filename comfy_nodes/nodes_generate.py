@@ -103,7 +103,8 @@ class TriErgonEncodeConditions:
 
 class TriErgonSample:
     DESCRIPTION = ("Samples latents with the DiT: `batch_size` takes with seeds seed .. seed + n - 1, optionally "
-                   "following a loudness curve. Defaults are the paper's (100 steps, CFG 7, DPM-Solver++ 2M).")
+                   "following a loudness curve. The widgets' defaults are the paper's (100 steps, CFG 7, "
+                   "DPM-Solver++ 2M); connect Load Tri-Ergon Model's cfg and steps for the model's recommended ones.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -112,8 +113,11 @@ class TriErgonSample:
                 "model": ("TRIERGON_MODEL",),
                 "conditions": ("TRIERGON_CONDITIONS",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 1000}),
-                "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01}),
+                "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 1000, "tooltip": "Sampling steps "
+                          "(Load Tri-Ergon Model's steps output: what the checkpoint recommends)"}),
+                "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                        "tooltip": "Classifier-free guidance scale (Load Tri-Ergon Model's cfg output: what the "
+                        "checkpoint recommends; the demo model's is 3)"}),
                 "sampler": (list(sampling.SAMPLERS), {"default": DEFAULT_SAMPLER}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Takes to generate"}),
             },

@@ -27,7 +27,8 @@ def file_signature(path: os.PathLike | str) -> str:
 class TriErgonModelLoader:
     DESCRIPTION = ("Loads the demo model shipped with the pack or a Tri-Ergon checkpoint from models/triergon/ (or "
                    "builds a preset with random weights), with optional LanguageBind towers, DINOv2 and T_LUFS "
-                   "weights. Nothing is downloaded.")
+                   "weights. Nothing is downloaded. cfg and steps are the sampling settings the checkpoint recommends "
+                   "(the paper's 7 and 100 when it names none; the demo model's CFG is 3): connect them to Sample.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -55,13 +56,17 @@ class TriErgonModelLoader:
             },
         }
 
-    RETURN_TYPES = ("TRIERGON_MODEL",)
-    RETURN_NAMES = ("model",)
+    RETURN_TYPES = ("TRIERGON_MODEL", "FLOAT", "INT")
+    RETURN_NAMES = ("model", "cfg", "steps")
+    OUTPUT_TOOLTIPS = ("The model", "The CFG scale the checkpoint recommends (the paper's 7 when it names none)",
+                       "The sampling steps the checkpoint recommends (the paper's 100 when it names none)")
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
     def load(self, checkpoint, precision="auto", languagebind=NONE, dinov2=NONE, lufs_predictor=NONE):
-        return (load_model(checkpoint, precision, languagebind, dinov2, lufs_predictor),)
+        model = load_model(checkpoint, precision, languagebind, dinov2, lufs_predictor)
+        recommended = model.model.sampling
+        return model, float(recommended.cfg_scale), int(recommended.steps)
 
     @classmethod
     def IS_CHANGED(cls, checkpoint, precision="auto", languagebind=NONE, dinov2=NONE, lufs_predictor=NONE):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -19,6 +20,7 @@ from triergon.triergon_core.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     check_state_dict,
+    checkpoint_sampling_of,
     load_checkpoint,
     read_state_dict,
     save_checkpoint,
@@ -26,6 +28,7 @@ from triergon.triergon_core.checkpoint import (
 from triergon.triergon_core.config import ModelConfig
 from triergon.triergon_core.model import build_model
 from triergon.triergon_core.presets import get_preset
+from triergon.triergon_core.sampling import PAPER_SAMPLING, SAMPLING_KEY, SamplingSettings
 
 SEED = 1234
 
@@ -91,6 +94,41 @@ def test_round_trip_keeps_every_tensor_the_config_and_the_metadata(tiny_model, t
     state, read_meta = read_state_dict(path)
     assert read_meta == meta
     assert set(state) == set(tiny_state)
+
+
+def test_recommended_sampling_is_stored_read_back_and_checked(tiny_state, tmp_path):
+    """A model's `sampling` other than the paper's goes into the file (metadata "sampling") and comes back in
+    load_checkpoint and checkpoint_sampling_of; the paper's is not written; unusable settings are refused."""
+    model = build_model("tiny", seed=SEED)
+    plain = save_checkpoint(model, tmp_path / "plain.safetensors")
+    with safe_open(plain, framework="pt") as f:
+        assert SAMPLING_KEY not in f.metadata()
+    assert load_checkpoint(plain).sampling == PAPER_SAMPLING == checkpoint_sampling_of(plain)
+
+    model.sampling = SamplingSettings(steps=40, cfg_scale=3.0, sampler="ddim")
+    tuned = save_checkpoint(model, tmp_path / "tuned.safetensors")
+    with safe_open(tuned, framework="pt") as f:
+        assert json.loads(f.metadata()[SAMPLING_KEY]) == {"steps": 40, "cfg_scale": 3.0, "sampler": "ddim"}
+    loaded = load_checkpoint(tuned)
+    assert loaded.sampling == model.sampling == checkpoint_sampling_of(tuned)
+    assert_same_tensors(loaded, tiny_state)
+
+    def with_sampling(name, text):
+        path = tmp_path / name
+        save_file(tiny_state, path, metadata={"config": model.config.to_json(), SAMPLING_KEY: text})
+        return path
+
+    partial = with_sampling("partial.safetensors", '{"cfg_scale": 4.5}')  # what it leaves out is the paper's
+    assert checkpoint_sampling_of(partial) == SamplingSettings(cfg_scale=4.5)
+    for text, words in (('{"cfg": 3}', "unknown sampling settings cfg"), ("3.0", "JSON object"),
+                        ("{not json", "not JSON"), ('{"steps": 0}', "steps must be"),
+                        ('{"sampler": "euler"}', "unknown sampler")):
+        bad = with_sampling("bad.safetensors", text)
+        for read in (load_checkpoint, checkpoint_sampling_of):
+            with pytest.raises(CheckpointError, match=words):
+                read(bad)
+    with pytest.raises(FileNotFoundError):
+        checkpoint_sampling_of(tmp_path / "none.safetensors")
 
 
 def test_saved_file_has_ordinary_permissions(tiny_model, tmp_path):

@@ -87,7 +87,7 @@ def test_nodes_load_models_through_model_management_and_report_progress(fake_com
     _, calls = fake_comfy
     loader, encode = NODE_CLASS_MAPPINGS["TriErgonModelLoader"], NODE_CLASS_MAPPINGS["TriErgonEncodeConditions"]
     sample, decode = NODE_CLASS_MAPPINGS["TriErgonSample"], NODE_CLASS_MAPPINGS["TriErgonDecode"]
-    (model,) = loader().load("preset: tiny (random weights)")
+    model, _, _ = loader().load("preset: tiny (random weights)")
     (cond,) = encode().encode(model, text="rain", duration=0.5)
     (latent,) = sample().sample(model, cond, steps=3)
     decode().decode(model, latent)
@@ -101,7 +101,7 @@ def test_nodes_load_models_through_model_management_and_report_progress(fake_com
 
 def test_cancel_stops_sampling(fake_comfy):
     _, calls = fake_comfy
-    (model,) = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    model, _, _ = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("preset: tiny (random weights)")
     (cond,) = NODE_CLASS_MAPPINGS["TriErgonEncodeConditions"]().encode(model, duration=0.5)
     calls["interrupt"] = True
     with pytest.raises(Interrupted):

@@ -182,9 +182,29 @@ def test_models_folder_lists_checkpoints_and_names_the_folder_when_missing(tmp_p
         NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("b.safetensors")
 
 
+def test_loader_outputs_the_checkpoints_recommended_cfg_and_steps(tmp_path, monkeypatch):
+    """Load Tri-Ergon Model's cfg / steps outputs: what the checkpoint recommends, the paper's when it names none;
+    Sample's cfg and steps take FLOAT / INT links from them."""
+    from triergon.triergon_core.checkpoint import save_checkpoint
+    from triergon.triergon_core.model import build_model
+    from triergon.triergon_core.sampling import SamplingSettings
+
+    loader = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]
+    assert loader.RETURN_TYPES == ("TRIERGON_MODEL", "FLOAT", "INT") and loader.RETURN_NAMES[1:] == ("cfg", "steps")
+    sample_spec = NODE_CLASS_MAPPINGS["TriErgonSample"].INPUT_TYPES()["required"]
+    assert (sample_spec["cfg"][0], sample_spec["steps"][0]) == ("FLOAT", "INT")
+    monkeypatch.setenv("TRIERGON_MODELS_DIR", str(tmp_path))
+    model = build_model("tiny", seed=0)
+    model.sampling = SamplingSettings(steps=40, cfg_scale=2.5)
+    save_checkpoint(model, tmp_path / "tuned.safetensors")
+    _, cfg, steps = loader().load("tuned.safetensors")
+    assert (cfg, steps) == (2.5, 40) and isinstance(cfg, float) and isinstance(steps, int)
+    assert loader().load("preset: tiny (random weights)")[1:] == (7.0, 100)
+
+
 def test_predict_without_lufs_models_says_what_to_choose():
     loader, predict = NODE_CLASS_MAPPINGS["TriErgonModelLoader"], NODE_CLASS_MAPPINGS["TriErgonPredictLUFS"]
-    (model,) = loader().load("preset: tiny (random weights)")
+    model, _, _ = loader().load("preset: tiny (random weights)")
     assert model.random_weights and math.isclose(model.config.sequence.max_seconds, 60.0)
     with pytest.raises(ValueError, match="DINOv2 and T_LUFS"):
         predict().predict(model, images=torch.zeros(3, 8, 8, 3), fps=25.0)
@@ -193,7 +213,7 @@ def test_predict_without_lufs_models_says_what_to_choose():
 def test_conditions_without_towers_say_where_to_put_them():
     from dataclasses import replace
 
-    (model,) = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    model, _, _ = NODE_CLASS_MAPPINGS["TriErgonModelLoader"]().load("preset: tiny (random weights)")
     bare = replace(model, encoders=None)
     encode = NODE_CLASS_MAPPINGS["TriErgonEncodeConditions"]()
     with pytest.raises(ValueError, match=r"text conditioning needs LanguageBind.*models/triergon/languagebind"):

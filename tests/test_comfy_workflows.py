@@ -162,7 +162,7 @@ def test_graph_inputs_are_not_mutated(comfy_dirs):
 
     inputs, _ = comfy_dirs
     example_video(inputs, Fraction(25), seconds=1.0)
-    (model,) = nodes["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    model, _, _ = nodes["TriErgonModelLoader"]().load("preset: tiny (random weights)")
     frames = torch.rand(25, 20, 30, 3)
     before = frames.clone()
     (cond,) = nodes["TriErgonEncodeConditions"]().encode(model, text="x", images=frames, fps=25.0)
@@ -226,7 +226,7 @@ def test_video_longer_than_the_window_is_refused_with_the_limit(comfy_dirs):
     inputs, _ = comfy_dirs
     path = inputs / "long.mp4"
     write_video(path, fps=1, num_frames=61, size=(16, 16))
-    (model,) = nodes["TriErgonModelLoader"]().load("preset: tiny (random weights)")
+    model, _, _ = nodes["TriErgonModelLoader"]().load("preset: tiny (random weights)")
     (video, audio, fps, seconds) = nodes["TriErgonLoadVideo"]().load("long.mp4")
     assert audio is None and seconds == pytest.approx(61.0) and fps == pytest.approx(1.0)
     with pytest.raises(ValueError, match="60 s window"):

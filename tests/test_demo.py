@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from triergon.triergon_core.audio import load_audio
-from triergon.triergon_core.checkpoint import load_checkpoint
+from triergon.triergon_core.checkpoint import checkpoint_sampling_of, load_checkpoint
 from triergon.triergon_core.cli import main
 from triergon.triergon_core.demo import DEMO_DIR, DemoFiles, is_trained, write_demo_encoders
 from triergon.triergon_core.languagebind import LanguageBindEncoders, load_languagebind
@@ -24,6 +24,7 @@ from triergon.triergon_core.lufs_curve import LufsCurve
 from triergon.triergon_core.lufs_predictor import DEMO_DINOV2, load_dinov2, load_predictor, random_dinov2
 from triergon.triergon_core.model import build_model
 from triergon.triergon_core.presets import get_preset
+from triergon.triergon_core.sampling import PAPER_SAMPLING, SAMPLING_KEY, SamplingSettings
 from triergon.triergon_core.video import probe_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,9 +144,25 @@ def test_bundle_takes_the_vae_run_and_the_dit_run(tmp_path, monkeypatch, caplog)
     assert not [r.getMessage() for r in caplog.records if "another VAE" in r.getMessage()]
     assert _metadata(files.predictor) | {"config": ""} == {"format": "triergon-lufs-predictor", "trained": "true",
                                                           "trained_by": "run lufs", "config": ""}
+    # the model's recommended sampling: stored when given, else none (the paper's)
+    assert SAMPLING_KEY not in meta and checkpoint_sampling_of(files.model) == PAPER_SAMPLING
+    tuned = demo_bundle.bundle_demo(tmp_path / "tuned", vae="vae", dit="dit", sampling=SamplingSettings(cfg_scale=3.0))
+    assert checkpoint_sampling_of(tuned.model) == SamplingSettings(cfg_scale=3.0)
     monkeypatch.setattr(demo_bundle, "load_run", lambda run: (runs["vae"], get_recipe("synthfoley-vae"), "x"))
     with pytest.raises(ValueError, match="--dit vae is a vae run"):
         demo_bundle.bundle_demo(tmp_path, dit="vae")
+
+
+def test_bundle_command_stores_the_sampling_it_is_given(tmp_path, monkeypatch):
+    from triergon.train import demo_bundle
+
+    calls = []
+    monkeypatch.setattr(demo_bundle, "bundle_demo", lambda output, **kw: calls.append(kw["sampling"]) or
+                        DemoFiles(output))
+    assert main(["demo", "bundle", "-o", str(tmp_path), "--cfg-scale", "3"]) == 0
+    assert main(["demo", "bundle", "-o", str(tmp_path), "--steps", "50"]) == 0
+    assert main(["demo", "bundle", "-o", str(tmp_path)]) == 0
+    assert calls == [SamplingSettings(cfg_scale=3.0), SamplingSettings(steps=50), None]
 
 
 def test_bundle_keeps_a_trained_lufs_file_and_refuses_a_placeholder(tmp_path):
@@ -271,19 +288,43 @@ def test_loader_node_defaults_to_the_demo_model():
     spec = loader.INPUT_TYPES()
     assert spec["required"]["checkpoint"][1]["default"] == DEFAULT_CHECKPOINT == CHOICE
     assert spec["optional"]["dinov2"][1]["default"] == spec["optional"]["lufs_predictor"][1]["default"] == CHOICE
-    (model,) = loader().load(CHOICE, dinov2=CHOICE, lufs_predictor=CHOICE)
+    model, cfg, steps = loader().load(CHOICE, dinov2=CHOICE, lufs_predictor=CHOICE)
+    assert (cfg, steps) == (model.model.sampling.cfg_scale, model.model.sampling.steps) == (3.0, 100)
     assert _architecture(model.config) == get_preset("demo")
     assert model.random_weights == (not is_trained(SHIPPED.model))
     assert model.encoders.embed_dim == 128 and model.dinov2.feature_dim == model.predictor.config.feature_dim
     assert loader.IS_CHANGED(CHOICE) == loader.IS_CHANGED(CHOICE) and "missing" not in loader.IS_CHANGED(CHOICE)
 
 
-def test_example_workflows_use_the_demo_model():
+def test_example_workflows_use_the_demo_model_at_its_recommended_cfg():
+    """Each example loads the demo model and samples at the CFG scale it recommends: Sample's cfg is linked to the
+    loader's cfg output, and the widget underneath holds the same value."""
     from triergon.comfy_nodes.loading import SHIPPED as CHOICE
 
     for path in sorted((REPO / "example_workflows").glob("*.api.json")):
-        loaders = [n for n in json.loads(path.read_text()).values() if n["class_type"] == "TriErgonModelLoader"]
-        assert loaders and all(n["inputs"]["checkpoint"] == CHOICE for n in loaders), path.name
+        graph = json.loads(path.read_text())
+        loaders = {nid for nid, n in graph.items() if n["class_type"] == "TriErgonModelLoader"}
+        assert loaders and all(graph[nid]["inputs"]["checkpoint"] == CHOICE for nid in loaders), path.name
+        samplers = [n for n in graph.values() if n["class_type"] == "TriErgonSample"]
+        assert samplers and all(n["inputs"]["cfg"][0] in loaders and n["inputs"]["cfg"][1] == 1
+                                for n in samplers), path.name
+        ui = json.loads(path.with_name(path.name.replace(".api.json", ".json")).read_text())
+        assert [n["widgets_values"][3] for n in ui["nodes"] if n["type"] == "TriErgonSample"] == [3.0] * len(samplers)
+
+
+def test_shipped_demo_recommends_cfg_3_and_the_demo_uses_it(tmp_path, monkeypatch):
+    """The demo model follows the requested level best at CFG 3 (model card): its file says so, and `triergon
+    demo` samples with it unless --cfg-scale is given."""
+    from triergon.triergon_core import generate as gen_module
+
+    assert checkpoint_sampling_of(DemoFiles().model) == SamplingSettings(cfg_scale=3.0)
+    assert load_checkpoint(DemoFiles().model).sampling == SamplingSettings(cfg_scale=3.0)
+    seen, real = [], gen_module.sample
+    monkeypatch.setattr(gen_module, "sample", lambda denoise, noise, **kw: seen.append(
+        (kw["steps"], denoise.cfg_scale)) or real(denoise, noise, **kw))
+    assert main(["demo", "-o", str(tmp_path / "a"), "--seconds", "0.5", "--steps", "1", "-q"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "b"), "--seconds", "0.5", "--steps", "1", "--cfg-scale", "7", "-q"]) == 0
+    assert seen == [(1, 3.0), (1, 7.0)]
 
 
 def test_demo_command_end_to_end(tmp_path, capsys):

@@ -100,6 +100,7 @@ def test_table3_cli_writes_eight_rows(manifest, dinov2_dir, tlufs_weights, tmp_p
         for metric in ("fd", "kl", "av_align", "lufs_mae"):
             assert math.isfinite(row["mean"][metric]), (row["key"], metric)
     assert result["settings"]["steps"] == 2 and result["settings"]["seconds"] == 0.5
+    assert result["settings"]["cfg_scale"] == 7.0  # a preset with random weights: the paper's
     assert result["settings"]["checkpoint"] is None
     md = (out / "table3.md").read_text()
     assert sum(line.startswith("| ✓ |") for line in md.splitlines()) == 8
@@ -118,6 +119,7 @@ def test_table3_defaults_to_the_shipped_demo_model(manifest, tmp_path):
                  "-o", str(out), "-q"]) == 0
     settings = json.loads((out / "table3.json").read_text())["settings"]
     assert settings["checkpoint"] == str(DemoFiles().model) and settings["preset"] == "demo"
+    assert settings["cfg_scale"] == 3.0  # the demo model's recommended scale, without --cfg-scale
 
 
 def test_table3_rows_get_their_conditions_and_resume(manifest, dinov2_dir, tlufs_weights, tmp_path, monkeypatch):
@@ -173,6 +175,7 @@ def test_table3_rows_get_their_conditions_and_resume(manifest, dinov2_dir, tlufs
     (["--manifest", "{m}"], "give the folder of generated audio"),
     (["{d}", "--manifest", "{m}"], "no file in"),
     (["{d}", "--manifest", "{m}", "--checkpoint", "x.safetensors"], "--checkpoint only apply to --table3"),
+    (["{d}", "--manifest", "{m}", "--cfg-scale", "3"], "--cfg-scale only apply to --table3"),
     (["{d}", "--manifest", "{m}", "--embedder", "openl3"], "--embedder openl3 needs its weights file"),
     (["{d}", "--manifest", "{m}", "--embedder-weights", "none.safetensors"], "--embedder-weights not found"),
     (["{d}", "--manifest", "{m}", "--kl-embedder-weights", "{m}"], "--kl-embedder-weights needs --kl-embedder"),

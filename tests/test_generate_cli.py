@@ -84,6 +84,31 @@ def test_cli_generate_from_checkpoint(tmp_path):
     torch.testing.assert_close(triergon.load_audio(out), expected, rtol=0, atol=1e-6)
 
 
+def test_cli_generate_samples_with_the_checkpoints_recommendation(tmp_path, monkeypatch, caplog):
+    """--steps / --cfg-scale / --sampler left out are what the checkpoint recommends (logged), each given one
+    replaces its own; a checkpoint without a recommendation samples with the paper's settings."""
+    import logging
+
+    from triergon.triergon_core import generate as gen_module
+    from triergon.triergon_core.sampling import SamplingSettings
+
+    seen = []
+    monkeypatch.setattr(gen_module, "sample", lambda denoise, noise, *, sampler, steps, callback: seen.append(
+        (steps, denoise.cfg_scale, sampler)) or noise)
+    model = triergon.build_model("tiny", seed=5)
+    plain = triergon.save_checkpoint(model, tmp_path / "plain.safetensors")
+    model.sampling = SamplingSettings(steps=30, cfg_scale=3.0, sampler="ddim")
+    tuned = triergon.save_checkpoint(model, tmp_path / "tuned.safetensors")
+    base = ["generate", "--seconds", "0.3", "-q", "-o", str(tmp_path / "out.wav"), "--checkpoint"]
+    with caplog.at_level(logging.INFO, logger="triergon"):
+        assert main([*base, str(tuned)]) == 0
+    assert "tuned.safetensors recommends" in caplog.text and "30 steps, CFG 3, ddim" in caplog.text
+    assert main([*base, str(tuned), "--cfg-scale", "5", "--steps", "2"]) == 0
+    assert main([*base, str(tuned), "--sampler", "dpmpp-2m"]) == 0
+    assert main([*base, str(plain)]) == 0
+    assert seen == [(30, 3.0, "ddim"), (2, 5.0, "ddim"), (30, 3.0, "dpmpp-2m"), (100, 7.0, "dpmpp-2m")]
+
+
 def test_cli_generate_for_a_video(tmp_path, caplog):
     from fractions import Fraction
 

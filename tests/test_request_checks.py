@@ -341,19 +341,27 @@ def test_batch_item_equals_the_run_with_seed_plus_i(tmp_path):
 
 
 def test_paper_sampling_defaults_are_pinned():
+    """The paper's setting is held once; a model's `sampling` starts as it, and generate / sample_latents take
+    the model's (None), sample the paper's; the CLI leaves the settings to the checkpoint (None) unless given."""
     from triergon.triergon_core.sampling import PAPER_SAMPLING
 
     assert (PAPER_SAMPLING.steps, PAPER_SAMPLING.cfg_scale, PAPER_SAMPLING.sampler) == (100, 7.0, "dpmpp-2m")
+    assert triergon.build_model("tiny", device="meta").sampling == PAPER_SAMPLING
     for fn in (generate, sample_latents, sample):
         params = inspect.signature(fn).parameters
         for name in ("steps", "cfg_scale", "sampler"):
             if name in params:
-                assert params[name].default == getattr(PAPER_SAMPLING, name), (fn.__name__, name)
+                expected = getattr(PAPER_SAMPLING, name) if fn is sample else None
+                assert params[name].default == expected, (fn.__name__, name)
     args = build_parser().parse_args(["generate", "--seconds", "1", "-o", "x.wav"])
-    assert (args.steps, args.cfg_scale, args.sampler) == (100, 7.0, "dpmpp-2m")
+    assert (args.steps, args.cfg_scale, args.sampler) == (None, None, None)
 
 
-def test_generate_samples_with_the_paper_defaults(tiny, monkeypatch):
+def test_generate_samples_with_the_models_settings(tiny, monkeypatch):
+    """Without settings, generate samples with the model's (the paper's for a built model, else what its
+    checkpoint recommends); each given setting replaces the model's alone."""
+    from triergon.triergon_core.sampling import SamplingSettings
+
     seen = {}
 
     def spy(denoise, noise, *, sampler, steps, callback):
@@ -363,3 +371,11 @@ def test_generate_samples_with_the_paper_defaults(tiny, monkeypatch):
     monkeypatch.setattr(gen_module, "sample", spy)
     generate(tiny, seconds=0.2)
     assert seen == {"sampler": "dpmpp-2m", "steps": 100, "cfg_scale": 7.0}
+    tuned = triergon.build_model("tiny", seed=0)
+    tuned.sampling = SamplingSettings(steps=30, cfg_scale=3.0, sampler="ddim")
+    generate(tuned, seconds=0.2)
+    assert seen == {"sampler": "ddim", "steps": 30, "cfg_scale": 3.0}
+    generate(tuned, seconds=0.2, cfg_scale=5.0)
+    assert seen == {"sampler": "ddim", "steps": 30, "cfg_scale": 5.0}
+    with pytest.raises(ValueError, match="steps"):
+        generate(tuned, seconds=0.2, steps=0)

@@ -112,6 +112,7 @@ def test_export_of_one_step(train_data, tmp_path, caplog):
     from triergon.train.export import load_run
     from triergon.triergon_core.checkpoint import load_checkpoint
     from triergon.triergon_core.cli import main
+    from triergon.triergon_core.sampling import PAPER_SAMPLING
 
     train_on_cpu("cpu-smoke-vae", tmp_path / "run", [f"data.path={train_data['shards']}", "run.steps=2",
                                                      "run.save_every=1", "run.sample_every=0"])
@@ -125,6 +126,13 @@ def test_export_of_one_step(train_data, tmp_path, caplog):
     caplog.clear()
     assert main(["train", "export", str(tmp_path / "run"), "-o", str(out), "--step", "7"]) == 2
     assert "no complete checkpoint of step 7; it has steps 1, 2" in caplog.text
+    # --cfg-scale stores the weights' recommended scale (what generate and the nodes then default to)
+    assert load_checkpoint(out).sampling.cfg_scale == 7.0
+    assert main(["train", "export", str(tmp_path / "run"), "-o", str(out), "--cfg-scale", "3"]) == 0
+    assert load_checkpoint(out).sampling == PAPER_SAMPLING.override(cfg_scale=3.0)
+    caplog.clear()
+    assert main(["train", "--recipe", "cpu-smoke-vae", "--run-dir", str(tmp_path / "x"), "--cfg-scale", "3"]) == 2
+    assert "--cfg-scale go with `triergon train export" in caplog.text and not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("decode_mean", [False, True])

@@ -22,6 +22,7 @@ from ..triergon_core.demo import DemoFiles, is_trained, write_demo_encoders
 from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, load_predictor, save_predictor
 from ..triergon_core.model import build_model
 from ..triergon_core.presets import get_preset
+from ..triergon_core.sampling import PAPER_SAMPLING, SamplingSettings
 from .export import load_run
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def _architecture(config):
 
 
 def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = None,
-                dit: str | os.PathLike | None = None, lufs: str | os.PathLike | None = None) -> DemoFiles:
+                dit: str | os.PathLike | None = None, lufs: str | os.PathLike | None = None,
+                sampling: SamplingSettings | None = None) -> DemoFiles:
     """Write the demo weights folder `output` (model, T_LUFS, encoders; MODEL_CARD.md is left as it is).
 
     Args:
@@ -54,6 +56,8 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
         lufs: the `synthfoley-lufs` run folder, or a T_LUFS weights file (e.g. the shipped one, to keep it; its
             `trained_by` is kept); None: placeholder T_LUFS.
+        sampling: the sampling settings the model's weights are tuned for, stored in its file (`TriErgon.sampling`:
+            the defaults of `triergon demo`, `generate` and the nodes' loader); None: the paper's.
     """
     files = write_demo_encoders(output)
     sources, parts, dit_vae = [], [], None
@@ -86,6 +90,7 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
     missing = [f"{part}: {placeholder}" for part in ("vae", "dit") if part not in parts]
     meta = {"trained": "false" if missing else "true", "trained_parts": ",".join(parts) or "none",
             "trained_by": "; ".join(sources + missing) if sources else placeholder}
+    model.sampling = sampling or PAPER_SAMPLING
     save_checkpoint(model.to(torch.float16), files.model, metadata=meta)
     if lufs is not None and os.path.isfile(lufs):  # T_LUFS weights as they are (e.g. the shipped ones)
         if not is_trained(lufs):

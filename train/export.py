@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..triergon_core.sampling import SamplingSettings
 from .checkpointing import CheckpointManager, read_config
 from .config import TrainConfig
 
@@ -63,7 +64,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
 
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,
-               checkpoint: str | os.PathLike | None = None) -> tuple[Path, TrainConfig]:
+               checkpoint: str | os.PathLike | None = None,
+               sampling: SamplingSettings | None = None) -> tuple[Path, TrainConfig]:
     """Write the weights of a run's latest (or the given) checkpoint to `output` (see `load_run`).
 
     Args:
@@ -72,8 +74,14 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: b
         fp16: store floating-point weights in float16 (half the size).
         ema: export the EMA weights (default) rather than the raw ones.
         checkpoint: a checkpoint folder of the run (default: the latest).
+        sampling: the sampling settings the weights are tuned for, stored in the file (`TriErgon.sampling`; a DiT
+            or VAE run's model); None: the paper's.
     """
     model, config, source = load_run(run_dir, ema=ema, checkpoint=checkpoint)
+    if sampling is not None:
+        if config.trainer == "lufs":
+            raise ValueError("a T_LUFS run has no sampling settings to store: leave out --steps / --cfg-scale")
+        model.sampling = sampling
     if fp16:
         model = model.to(torch.float16)
     if config.trainer == "lufs":

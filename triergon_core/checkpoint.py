@@ -22,6 +22,7 @@ from ._fs import atomic_write_path
 from .checks import check_output_path
 from .config import ModelConfig
 from .model import COMPONENTS, TriErgon, build_model, resolve_config
+from .sampling import PAPER_SAMPLING, SAMPLING_KEY, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def save_checkpoint(model: TriErgon, path: str | os.PathLike, *,
     """
     meta = {**(metadata or {}), "format": FORMAT, "format_version": FORMAT_VERSION,
             "config": model.config.to_json()}
+    if model.sampling != PAPER_SAMPLING:  # the weights' recommended sampling (see `TriErgon.sampling`)
+        meta[SAMPLING_KEY] = model.sampling.to_metadata()
     return write_module(model, path, metadata=meta)
 
 
@@ -156,6 +159,38 @@ def checkpoint_config_of(path: str | os.PathLike, *, preset: str | ModelConfig |
     return stored
 
 
+def _sampling(metadata: Mapping[str, str], path) -> SamplingSettings:
+    text = metadata.get(SAMPLING_KEY)
+    if not text:
+        return PAPER_SAMPLING
+    try:
+        return SamplingSettings.from_metadata(text)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its recommended sampling settings (metadata {SAMPLING_KEY!r}) are "
+                              f"unusable: {e}") from e
+
+
+def checkpoint_sampling_of(path: str | os.PathLike) -> SamplingSettings:
+    """The sampling settings a checkpoint's weights are tuned for, read from its header (no tensor is loaded):
+    those it stores (metadata `SAMPLING_KEY`), else the paper's. `load_checkpoint` puts them in `model.sampling`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, or unusable settings stored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix in PICKLE_SUFFIXES:
+        return PAPER_SAMPLING
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    return _sampling(metadata, path)
+
+
 def stored_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
     """The floating-point dtype most of `state`'s floating tensors have (float32 when there are none)."""
     counts = Counter(v.dtype for v in state.values() if v.is_floating_point())
@@ -181,6 +216,7 @@ def load_checkpoint(path: str | os.PathLike, *, preset: str | ModelConfig | None
     if stored is not None and stored != config:
         logger.info("checkpoint %s was saved as %r, loading it as %r", path, stored.name, config.name)
     model, _ = assemble_model(config, state, what=f"checkpoint {path}")
+    model.sampling = _sampling(metadata, path)
     most = stored_dtype(state)
     mixed = {v.dtype for v in state.values() if v.is_floating_point()} - {most}
     target = most if dtype is None else dtype

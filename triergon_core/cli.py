@@ -16,6 +16,7 @@ from .cli_bench import add_bench_parser
 from .cli_demo import add_demo_parser
 from .cli_eval import add_eval_parser
 from .cli_lufs import add_lufs_parser
+from .cli_sampling import add_sampling_arguments, sampling_from_args
 from .cli_synth import add_synth_parser
 from .cli_train import add_train_parser
 from .demo import apply_demo_defaults, warn_if_untrained
@@ -23,7 +24,7 @@ from .generate import DTYPES
 from .lufs_curve import FIT_POLICIES, LufsCurve
 from .model import build_model, parameter_counts
 from .presets import PRESETS, get_preset
-from .sampling import COMPILE_MODES, PAPER_SAMPLING, SAMPLERS, SamplingSettings
+from .sampling import COMPILE_MODES
 from .video import probe_video
 
 logger = logging.getLogger("triergon")
@@ -51,12 +52,12 @@ def _generate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     apply_demo_defaults(args)  # the default: the shipped demo model, with its towers
     check_seed(args.seed, batch_size=args.batch_size)
-    settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
     inputs = {"VIDEO": args.video, "--audio": args.audio, "--lufs": args.lufs, "--lufs-from": args.lufs_from,
               "--checkpoint": args.checkpoint}
     for what, path in inputs.items():
         if path is not None:
             check_input_file(path, what=what)
+    settings = sampling_from_args(args, args.checkpoint)
     read = {("the input video" if what == "VIDEO" else f"the {what} file"): p for what, p in inputs.items()}
     out = Path(args.output).expanduser()
     muxing = out.suffix.lower() in MUX_FORMATS
@@ -174,12 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--lufs-fit", choices=FIT_POLICIES, default="error",
                      help="when the curve's length differs from --seconds: error (default), resample, pad, trim, "
                           "pad_or_trim")
-    gen.add_argument("--steps", type=int, default=PAPER_SAMPLING.steps,
-                     help=f"sampling steps (default {PAPER_SAMPLING.steps}, the paper's)")
-    gen.add_argument("--cfg-scale", type=float, default=PAPER_SAMPLING.cfg_scale,
-                     help=f"classifier-free guidance scale (default {PAPER_SAMPLING.cfg_scale:g}, the paper's)")
-    gen.add_argument("--sampler", choices=list(SAMPLERS), default=PAPER_SAMPLING.sampler,
-                     help=f"sampler (default {PAPER_SAMPLING.sampler}, the paper's)")
+    add_sampling_arguments(gen)
     gen.add_argument("--seed", type=int, default=0, help="random seed (item i of a batch uses seed + i)")
     gen.add_argument("--batch-size", type=int, default=1, help="number of variations")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

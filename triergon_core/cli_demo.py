@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_sampling import add_sampling_arguments, sampling_from_args
+
 
 def _fmt(mae: tuple[float, ...]) -> str:
     return " / ".join(f"{m:.1f}" for m in mae) + " LU (L / R)"
@@ -13,10 +15,9 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .demo import DemoFiles, run_demo
-    from .sampling import PAPER_SAMPLING, SamplingSettings
 
-    settings = SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=PAPER_SAMPLING.sampler)
     files = DemoFiles(args.weights) if args.weights else None
+    settings = sampling_from_args(args, (files or DemoFiles()).check().model)
     with tqdm(total=settings.steps, desc="sampling", unit="step", disable=args.quiet) as bar:
         result = run_demo(args.output, seed=args.seed, seconds=args.seconds, steps=settings.steps,
                           cfg_scale=settings.cfg_scale, files=files,
@@ -37,8 +38,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _bundle(args: argparse.Namespace) -> int:
     from ..train.demo_bundle import bundle_demo
+    from .sampling import PAPER_SAMPLING
 
-    files = bundle_demo(args.output, vae=args.vae, dit=args.dit, lufs=args.lufs)
+    given = args.steps is not None or args.cfg_scale is not None
+    sampling = PAPER_SAMPLING.override(steps=args.steps, cfg_scale=args.cfg_scale) if given else None
+    files = bundle_demo(args.output, vae=args.vae, dit=args.dit, lufs=args.lufs, sampling=sampling)
     for path in (files.model, files.predictor, files.languagebind, files.dinov2):
         print(f"wrote {path}")
     return 0
@@ -57,9 +61,10 @@ def _listen(args: argparse.Namespace) -> int:
     from .demo_listen import listen
 
     files = DemoFiles(args.weights) if args.weights else None
+    settings = sampling_from_args(args, (files or DemoFiles()).check().model)
     log = None if args.quiet else (lambda kind: print(f"generating: {kind}", flush=True))
-    reports = listen(args.output, files=files, seconds=args.seconds, steps=args.steps, cfg_scale=args.cfg_scale,
-                     progress=log)
+    reports = listen(args.output, files=files, seconds=args.seconds, steps=settings.steps,
+                     cfg_scale=settings.cfg_scale, progress=log)
     for r in reports:
         print(f"wrote {args.output}/{r.plot}")
     print(f"wrote {args.output}/listening.md and listening.json")
@@ -78,7 +83,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "WAV, muxed MP4 and a plot", description="Render a SynthFoley clip, predict its loudness curve with "
         "T_LUFS, generate its sound with the demo model and write the WAV, the clip with the sound muxed in and a "
         "plot of predicted vs measured loudness into -o. `demo bundle` writes a demo weights folder from training "
-        "runs (placeholders for parts not given); `demo encoders` rebuilds only its seeded encoder folders; "
+        "runs (placeholders for parts not given; --steps / --cfg-scale given to it are stored as the model's "
+        "recommended sampling); `demo encoders` rebuilds only its seeded encoder folders; "
         "`demo listen` measures the model's sound per SynthFoley scene kind (a table and one plot per kind).")
     demo.add_argument("action", nargs="?", choices=("bundle", "encoders", "listen"), help="bundle: write the demo "
                       "weights folder -o from runs; encoders: rebuild its languagebind/ and dinov2/ folders; listen: "
@@ -89,8 +95,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=0, help="the clip's and the sampling's seed (default 0; not used "
                       "by listen, whose kind i always uses 1000 + i)")
     demo.add_argument("--seconds", type=float, default=5.0, help="clip duration, at most 10 (default 5)")
-    demo.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
-    demo.add_argument("--cfg-scale", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    add_sampling_arguments(demo, sampler=False)
     demo.add_argument("--weights", metavar="DIR", help="a demo weights folder (default: the shipped one)")
     demo.add_argument("--vae", metavar="RUN", help="bundle: the synthfoley-vae run folder (its EMA VAE)")
     demo.add_argument("--dit", metavar="RUN", help="bundle: the synthfoley-dit run folder (its EMA DiT and "

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from .audio_embedders import EMBEDDERS
 from .checks import check_device, check_input_file, check_output_path, check_seed
+from .cli_sampling import add_sampling_arguments, sampling_from_args
 from .generate import DTYPES
 from .presets import PRESETS
-from .sampling import PAPER_SAMPLING, SAMPLERS, SamplingSettings
 
 logger = logging.getLogger(__name__)
 
 # Table 3's options without a default that matters for scoring: given without --table3, they are a mistake.
-_TABLE3_ONLY = ("checkpoint", "preset", "languagebind", "dinov2", "lufs_predictor", "seconds", "dtype")
+_TABLE3_ONLY = ("checkpoint", "preset", "languagebind", "dinov2", "lufs_predictor", "steps", "cfg_scale", "sampler",
+                "seconds", "dtype")
 
 
 def _load_embedder(kind: str, path: str | None, *, option: str, device):
@@ -109,7 +110,6 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
 
     # every argument and input is checked before a model is loaded
     check_seed(args.seed, batch_size=len(clips))
-    SamplingSettings(steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler)
     apply_demo_defaults(args, lufs_models=True)  # as generate's: the shipped demo model, its towers and T_LUFS
     if args.dinov2 is None or args.lufs_predictor is None:
         raise ValueError("--table3 needs T_LUFS for the rows with predicted E_L: give --dinov2 DIR and "
@@ -120,6 +120,7 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
         config = checkpoint_config_of(args.checkpoint, preset=args.preset)
     else:
         config = get_preset(args.preset)
+    sampling = sampling_from_args(args, args.checkpoint)  # the checkpoint's recommendation where not given
     if args.seconds is not None:
         config.sequence.check_seconds(args.seconds)
     encoders = load_languagebind(args.languagebind, device=device) if args.languagebind else None
@@ -139,9 +140,9 @@ def _table3(args: argparse.Namespace, clips: list, output: Path, device) -> int:
                 "manifest": str(args.manifest), "split": args.split}
     with tqdm(total=len(clips) * len(ROWS), desc="table 3", unit="generation", disable=args.quiet) as bar:
         result = run_table3(model, clips, output=output, features=features, predictor=predictor,
-                            embedder=embedder, kl_embedder=kl_embedder, encoders=encoders, steps=args.steps,
-                            cfg_scale=args.cfg_scale, sampler=args.sampler, seconds=args.seconds, seed=args.seed,
-                            dtype=args.dtype, settings=settings, progress=bar.update)
+                            embedder=embedder, kl_embedder=kl_embedder, encoders=encoders, steps=sampling.steps,
+                            cfg_scale=sampling.cfg_scale, sampler=sampling.sampler, seconds=args.seconds,
+                            seed=args.seed, dtype=args.dtype, settings=settings, progress=bar.update)
     result["settings"]["embedder"] = names
     paths = write_report(result, output, name="table3", markdown=format_table3(result))
     print(f"wrote {paths[0]} and {paths[1]} ({len(clips)} clips x {len(ROWS)} rows)")
@@ -179,11 +180,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     "demo model: its own)")
     t3.add_argument("--lufs-predictor", metavar="FILE", help="T_LUFS weights (.safetensors; default with the demo "
                     "model: its own)")
-    t3.add_argument("--steps", type=int, default=PAPER_SAMPLING.steps,
-                    help=f"sampling steps (default {PAPER_SAMPLING.steps})")
-    t3.add_argument("--cfg-scale", type=float, default=PAPER_SAMPLING.cfg_scale,
-                    help=f"classifier-free guidance scale (default {PAPER_SAMPLING.cfg_scale:g})")
-    t3.add_argument("--sampler", choices=list(SAMPLERS), default=PAPER_SAMPLING.sampler)
+    add_sampling_arguments(t3)
     t3.add_argument("--seconds", type=float, help="generate the first SECONDS of each clip (shorter clips whole; "
                     "default: whole clips)")
     t3.add_argument("--seed", type=int, default=0, help="clip i of the split uses seed + i in every row (default 0)")

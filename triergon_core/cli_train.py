@@ -95,19 +95,29 @@ def _train(args: argparse.Namespace) -> int:
         from ..train.export import export_run
 
         if not args.export_dir or not args.output:
-            raise ValueError("usage: triergon train export RUN_DIR -o OUT.safetensors [--fp16] [--raw] [--step N]")
+            raise ValueError("usage: triergon train export RUN_DIR -o OUT.safetensors [--fp16] [--raw] [--step N] "
+                             "[--cfg-scale S]")
         checkpoint = None
         if args.step is not None:
             from ..train.checkpointing import CheckpointManager
 
             checkpoint = CheckpointManager(args.export_dir, rank=0, world_size=1).at(args.step)
+        sampling = None
+        if args.cfg_scale is not None:
+            from .sampling import PAPER_SAMPLING
+
+            sampling = PAPER_SAMPLING.override(cfg_scale=args.cfg_scale)
         path, config = export_run(args.export_dir, args.output, fp16=args.fp16, ema=not args.raw,
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, sampling=sampling)
         print(f"wrote {path} ({config.trainer} weights of run {args.export_dir})")
         return 0
     if args.action is not None:
         raise ValueError(f"unknown train action {args.action!r}: use `triergon train --recipe ...` or "
                          "`triergon train export RUN_DIR -o OUT`")
+    export_only = [name for name, given in (("--fp16", args.fp16), ("--raw", args.raw), ("--step", args.step),
+                                            ("--cfg-scale", args.cfg_scale), ("-o", args.output)) if given]
+    if export_only:
+        raise ValueError(f"{', '.join(export_only)} go with `triergon train export RUN_DIR -o OUT`")
     if not args.recipe or not args.run_dir:
         raise ValueError("triergon train needs --recipe NAME and --run-dir DIR (see `triergon train --help`)")
     from ..train.run import run_training
@@ -167,4 +177,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--fp16", action="store_true", help="export: float16 weights (half the size)")
     train.add_argument("--raw", action="store_true", help="export: the raw weights instead of the EMA")
     train.add_argument("--step", type=int, help="export: the checkpoint of this step (default: the latest)")
+    train.add_argument("--cfg-scale", type=float, help="export: the CFG scale to store as the weights' "
+                       "recommended one (the default of generate, demo, Table 3 and the nodes' loader; without it: "
+                       "the paper's 7)")
     train.set_defaults(func=_train)

@@ -151,8 +151,8 @@ class DemoResult:
     elapsed: float
 
 
-def run_demo(output: str | os.PathLike, *, seed: int = 0, seconds: float = 5.0, steps: int = 100,
-             cfg_scale: float = 7.0, files: DemoFiles | None = None,
+def run_demo(output: str | os.PathLike, *, seed: int = 0, seconds: float = 5.0, steps: int | None = None,
+             cfg_scale: float | None = None, files: DemoFiles | None = None,
              callback: Callable[[int, int, object], None] | None = None) -> DemoResult:
     """The whole pipeline on the demo model: render a SynthFoley clip, predict its loudness curve with T_LUFS,
     generate stereo audio for it (video, caption and the predicted curve as conditions), and write it as WAV and
@@ -166,7 +166,7 @@ def run_demo(output: str | os.PathLike, *, seed: int = 0, seconds: float = 5.0, 
         output: the folder to write into (created).
         seed: the SynthFoley clip's seed and the sampling seed.
         seconds: the clip's duration (at most the demo preset's 10 s window).
-        steps, cfg_scale: sampling settings.
+        steps, cfg_scale: sampling settings; None: the demo model's recommended ones (`TriErgon.sampling`).
         files: the demo weights (default: the shipped ones).
         callback: called after each sampling step as callback(step, steps, predicted_x0).
     """

@@ -71,7 +71,8 @@ def channel_balance(audio: np.ndarray) -> float:
         return float(20 * np.log10(rms[0]) - 20 * np.log10(rms[1]))
 
 
-def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps: int = 100, cfg_scale: float = 7.0,
+def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps: int | None = None,
+           cfg_scale: float | None = None,
            kinds: Sequence[str] | None = None, seed: int = LISTEN_SEED,
            progress: Callable[[str], None] | None = None) -> list[KindReport]:
     """Render one clip per scene kind, generate its sound with the demo model (video, caption and the clip's own
@@ -81,13 +82,14 @@ def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps
     Args:
         output: the folder to write into (created).
         files: the demo weights (`demo.DemoFiles`; default: the shipped ones).
-        seconds, steps, cfg_scale: clip duration and sampling settings (DPM-Solver++(2M)).
+        seconds, steps, cfg_scale: clip duration and sampling settings (DPM-Solver++(2M)); steps and cfg_scale left
+            None are the demo model's recommended ones (`TriErgon.sampling`).
         kinds: the scene kinds (default: all of `SCENE_KINDS`, in order); kind i is rendered with seed `seed` + i.
         progress: called with each kind's name before it is generated.
     """
     from .checkpoint import load_checkpoint
     from .demo import DemoFiles
-    from .generate import generate
+    from .generate import generate, sampling_settings
     from .languagebind import load_languagebind
     from .lufs_curve import LufsCurve
     from .lufs_plot import plot_curves
@@ -100,6 +102,8 @@ def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps
     folder = Path(output).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(files.model)
+    settings = sampling_settings(model, steps=steps, cfg_scale=cfg_scale)
+    steps, cfg_scale = settings.steps, settings.cfg_scale
     encoders = load_languagebind(files.languagebind)
     rate = model.config.sequence.sample_rate
     reports = []

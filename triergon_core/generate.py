@@ -23,7 +23,7 @@ from .config import ModelConfig, frames_for
 from .encoders import ConditionEncoders, build_encoders
 from .lufs_curve import LufsCurve
 from .model import TriErgon
-from .sampling import PAPER_SAMPLING, GuidedDenoiser, SamplingSettings, StepCallback, check_compile, sample
+from .sampling import GuidedDenoiser, SamplingSettings, StepCallback, check_compile, sample
 from .vae import ProgressFn
 
 Video = torch.Tensor | str | os.PathLike
@@ -224,19 +224,28 @@ def compute_dtype(model: TriErgon, dtype: torch.dtype | str | None) -> contextli
     return torch.autocast(param.device.type, dtype=dtype)
 
 
+def sampling_settings(model: TriErgon, *, steps: int | None = None, cfg_scale: float | None = None,
+                      sampler: str | None = None) -> SamplingSettings:
+    """The settings a generation with `model` uses: those given, the model's own (`model.sampling`) for the rest;
+    checked (errors name the setting)."""
+    return model.sampling.override(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+
+
 @torch.inference_mode()
 def sample_latents(model: TriErgon, conditions: Conditions, noise: torch.Tensor, *,
-                   steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
-                   sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
-                   dtype: torch.dtype | str | None = None, compile: str | None = None) -> torch.Tensor:
+                   steps: int | None = None, cfg_scale: float | None = None, sampler: str | None = None,
+                   callback: StepCallback | None = None, dtype: torch.dtype | str | None = None,
+                   compile: str | None = None) -> torch.Tensor:
     """Denoise `noise` [B, latent_dim, frames] under `conditions` (batch B) into clean latents; the DiT runs
     under autocast to `dtype` when given (see `compute_dtype`). The latents are float32.
 
     Args:
-        steps, cfg_scale, sampler: sampling settings (defaults: `PAPER_SAMPLING`, the paper's).
+        steps, cfg_scale, sampler: sampling settings; each left None is the model's (`model.sampling`: its
+            checkpoint's recommendation, else the paper's).
         compile: `torch.compile` mode of the sampling step (see `generate`); None: eager.
     """
-    SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    settings = sampling_settings(model, steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    steps, cfg_scale, sampler = settings.steps, settings.cfg_scale, settings.sampler
     check_compile(compile)
     if conditions.batch_size != noise.shape[0]:
         raise ValueError(f"conditions are a batch of {conditions.batch_size}, the noise of {noise.shape[0]}")
@@ -253,8 +262,8 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
              video_fps: float | None = None, lufs: LufsCurve | torch.Tensor | None = None,
              lufs_fit: str = "error", conditions: Conditions | None = None,
              encoders: ConditionEncoders | None = None, cache: EmbeddingCache | None = None, seed: int = 0,
-             batch_size: int = 1, steps: int = PAPER_SAMPLING.steps, cfg_scale: float = PAPER_SAMPLING.cfg_scale,
-             sampler: str = PAPER_SAMPLING.sampler, callback: StepCallback | None = None,
+             batch_size: int = 1, steps: int | None = None, cfg_scale: float | None = None,
+             sampler: str | None = None, callback: StepCallback | None = None,
              decode_progress: ProgressFn | None = None, dtype: torch.dtype | str | None = None,
              compile: str | None = None, offload: bool = False) -> torch.Tensor:
     """Generate `batch_size` stereo clips of exactly `round(seconds * 44100)` samples.
@@ -270,8 +279,8 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
         cache: embedding cache (see `prepare_conditions`).
         seed: seed of item 0; item i uses seed + i.
         batch_size: number of variations.
-        steps, cfg_scale, sampler: sampling settings (defaults: `PAPER_SAMPLING`: 100 steps, CFG 7,
-            DPM-Solver++(2M), the paper's).
+        steps, cfg_scale, sampler: sampling settings; each left None is the model's (`model.sampling`): what its
+            checkpoint recommends, else the paper's `PAPER_SAMPLING` (100 steps, CFG 7, DPM-Solver++(2M)).
         callback: called after each sampling step as callback(step, steps, predicted_x0); raise to stop.
         decode_progress: called as decode_progress(done, total) over the VAE's decode windows.
         dtype: run the DiT under autocast to this dtype ("bfloat16" on a GPU: about half the time and
@@ -288,7 +297,8 @@ def generate(model: TriErgon, *, seconds: float | None = None, text: str | None 
     Returns:
         float32 audio [batch, 2, samples] at 44 100 Hz.
     """
-    SamplingSettings(steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    settings = sampling_settings(model, steps=steps, cfg_scale=cfg_scale, sampler=sampler)
+    steps, cfg_scale, sampler = settings.steps, settings.cfg_scale, settings.sampler
     check_seed(seed, batch_size=batch_size)
     check_compile(compile)
     device = next(model.dit.parameters()).device

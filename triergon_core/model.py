@@ -16,6 +16,7 @@ from .conditioning import Conditioner
 from .config import ModelConfig
 from .dit import DiT
 from .presets import get_preset
+from .sampling import PAPER_SAMPLING, SamplingSettings
 from .vae import OobleckVAE
 
 COMPONENTS: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -26,15 +27,22 @@ COMPONENTS: dict[str, Callable[[ModelConfig], nn.Module]] = {
 
 
 class TriErgon(nn.Module):
-    """Tri-Ergon: Oobleck VAE, DiT denoiser and the conditioner that builds E."""
+    """Tri-Ergon: Oobleck VAE, DiT denoiser and the conditioner that builds E.
+
+    `sampling` holds the sampling settings the weights are tuned for: the defaults of `generate` and of every
+    entry point (CLI, nodes, Table 3). It is the paper's (`PAPER_SAMPLING`) unless the checkpoint recommends
+    others (metadata `SAMPLING_KEY`); `save_checkpoint` stores it when it is not the paper's.
+    """
 
     vae: OobleckVAE
     dit: DiT
     conditioner: Conditioner
+    sampling: SamplingSettings
 
     def __init__(self, *, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.sampling = PAPER_SAMPLING
         for name, make in COMPONENTS.items():
             self.add_module(name, make(config))
 

@@ -7,7 +7,9 @@ schedule arithmetic is done in float64, the latents stay in float32.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import os
 from collections.abc import Callable
@@ -108,10 +110,36 @@ class SamplingSettings:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
+    def override(self, *, steps: int | None = None, cfg_scale: float | None = None,
+                 sampler: str | None = None) -> SamplingSettings:
+        """These settings with the given ones (those not None) in their place, checked."""
+        given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
 
-# The paper's setting (its optimum): 100 steps, CFG 7, DPM-Solver++(2M). The one place that holds it: generate,
-# sample_latents, sample, the CLI and the ComfyUI nodes read their defaults from here.
+    def to_metadata(self) -> str:
+        """The JSON text a checkpoint stores under `SAMPLING_KEY`."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_metadata(cls, text: str) -> SamplingSettings:
+        """Settings from a checkpoint's `SAMPLING_KEY` text; a setting it leaves out is the paper's."""
+        try:
+            stored = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"sampling settings are not JSON: {e}") from e
+        if not isinstance(stored, dict):
+            raise ValueError(f"sampling settings must be a JSON object, got {text!r}")
+        unknown = sorted(set(stored) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown sampling settings {', '.join(unknown)} in {text!r}")
+        return cls(**stored)
+
+
+# The paper's setting (its optimum): 100 steps, CFG 7, DPM-Solver++(2M). The one place that holds it: a model's
+# `sampling` (generate's and the entry points' defaults) is this unless its checkpoint recommends other settings.
 PAPER_SAMPLING = SamplingSettings()
+# Checkpoint metadata key: the sampling settings the weights are tuned for (`SamplingSettings.to_metadata`).
+SAMPLING_KEY = "sampling"
 
 
 def sample(denoise: Denoiser, noise: torch.Tensor, *, sampler: str = PAPER_SAMPLING.sampler,
