@@ -32,7 +32,10 @@ def sampling_from_args(args: argparse.Namespace, checkpoint: str | None = None) 
     settings = recommended.override(steps=args.steps, cfg_scale=args.cfg_scale,
                                     sampler=getattr(args, "sampler", None))
     if recommended != PAPER_SAMPLING:
-        logger.info("sampling: %d steps, CFG %g, %s (defaults: what %s recommends, %d steps, CFG %g, %s)",
-                    settings.steps, settings.cfg_scale, settings.sampler, Path(checkpoint).name, recommended.steps,
-                    recommended.cfg_scale, recommended.sampler)
+        differ = [text for text, own, paper in (
+            (f"{recommended.steps} steps", recommended.steps, PAPER_SAMPLING.steps),
+            (f"CFG {recommended.cfg_scale:g}", recommended.cfg_scale, PAPER_SAMPLING.cfg_scale),
+            (recommended.sampler, recommended.sampler, PAPER_SAMPLING.sampler)) if own != paper]
+        logger.info("sampling: %d steps, CFG %g, %s (%s recommends %s)", settings.steps, settings.cfg_scale,
+                    settings.sampler, Path(checkpoint).name, ", ".join(differ))
     return settings
