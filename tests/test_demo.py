@@ -153,6 +153,31 @@ def test_bundle_takes_the_vae_run_and_the_dit_run(tmp_path, monkeypatch, caplog)
         demo_bundle.bundle_demo(tmp_path, dit="vae")
 
 
+def test_bundle_takes_the_encoder_run(tmp_path, monkeypatch):
+    """--encoders: the run's EMA towers become languagebind/ (loadable, saying where they came from); DINOv2 stays
+    the seeded one; a run of another trainer is refused."""
+    from triergon.train import demo_bundle
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers.encoders import initial_towers
+
+    recipe = get_recipe("synthfoley-encoders")
+    configs, towers = initial_towers(recipe)
+    with torch.no_grad():
+        towers.video.text_projection.weight.mul_(-1)  # "trained": other text embeddings than the random towers'
+    towers.tower_configs = configs
+    monkeypatch.setattr(demo_bundle, "load_run", lambda run: {"encoders": (towers, recipe, "run encoders"), "vae": (
+        build_model("demo", seed=1), get_recipe("synthfoley-vae"), "run vae")}[run])
+    files = demo_bundle.bundle_demo(tmp_path, encoders="encoders")
+    loaded = load_languagebind(files.languagebind)
+    random = LanguageBindEncoders.tiny_random(embed_dim=128)
+    torch.testing.assert_close(loaded.encode_text(["rain"]), -random.encode_text(["rain"]))
+    assert _metadata(files.languagebind / "video" / "model.safetensors")["trained_by"] == "run encoders"
+    for name in ("config.json", "model.safetensors"):
+        assert (files.dinov2 / name).read_bytes() == (SHIPPED.dinov2 / name).read_bytes()
+    with pytest.raises(ValueError, match="--encoders vae is a vae run"):
+        demo_bundle.bundle_demo(tmp_path / "x", encoders="vae")
+
+
 def test_bundle_command_stores_the_sampling_it_is_given(tmp_path, monkeypatch):
     from triergon.train import demo_bundle
 

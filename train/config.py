@@ -9,13 +9,13 @@ from typing import Any
 
 from .parallelize import ParallelConfig
 
-TRAINERS = ("dit", "vae", "lufs")
+TRAINERS = ("dit", "vae", "lufs", "encoders")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Args:
-        path: shard folder (VAE) or cache folder (DiT, T_LUFS).
+        path: shard folder (VAE, encoders) or cache folder (DiT, T_LUFS).
         split: the manifest split to train on (cache folders; None: all clips).
         crop_seconds: length of the random crops.
         batch_size: samples per rank per micro-batch.
@@ -97,10 +97,31 @@ class LufsLossConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EncoderLossConfig:
+    """Encoder runs: the weight of each pair's symmetric InfoNCE loss (CLIP's, over the micro-batch, as
+    LanguageBind binds every modality to language; 0 leaves a pair out) and its temperature. The temperature is
+    fixed, not learnt as CLIP's: on small data a learnt one falls until every pair scores chance."""
+
+    text_video: float = 1.0
+    text_audio: float = 1.0
+    video_audio: float = 1.0
+    temperature: float = 0.07  # CLIP's initial value
+
+    def __post_init__(self) -> None:
+        weights = (self.text_video, self.text_audio, self.video_audio)
+        if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ValueError(f"encoder_loss weights must be >= 0 and one of them > 0, got {weights}")
+        if not 0 < self.temperature <= 1:
+            raise ValueError(f"encoder_loss.temperature must be in (0, 1], got {self.temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSection:
     """Args:
-        preset: Tri-Ergon preset (dit, vae) or T_LUFS preset (lufs).
-        init: a Tri-Ergon checkpoint to start from (e.g. converted SAO); its VAE is the frozen VAE of the DiT.
+        preset: Tri-Ergon preset (dit, vae), T_LUFS preset (lufs), or for encoder runs the Tri-Ergon preset whose
+            `conditioning.embed_dim` the towers project to (they start as `LanguageBindEncoders.tiny_random`'s).
+        init: a Tri-Ergon checkpoint to start from (e.g. converted SAO); its VAE is the frozen VAE of the DiT. Encoder
+            runs: a LanguageBind folder (video/ with its text tower, audio/) to start from instead.
         lufs_frame_aligned: DiT runs: add the frame-aligned LUFS path (beyond the paper) to the preset's or the
             init checkpoint's model when it lacks it; zero-initialised, so training starts from the same outputs.
         latent_scale: DiT runs: the model's `latent_scale` (the DiT trains on cached latents divided by it; about
@@ -144,6 +165,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
     lufs_loss: LufsLossConfig = field(default_factory=LufsLossConfig)
+    encoder_loss: EncoderLossConfig = field(default_factory=EncoderLossConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

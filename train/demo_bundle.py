@@ -1,11 +1,12 @@
-"""`triergon demo bundle`: the shipped demo folder (`triergon_core/demo.py`) from three training runs.
+"""`triergon demo bundle`: the shipped demo folder (`triergon_core/demo.py`) from its training runs.
 
 The Tri-Ergon checkpoint takes its DiT and conditioner from the DiT run's EMA (with the run's model options: its
 `latent_scale`, the frame-aligned LUFS path), its VAE from the VAE run's EMA, or without a VAE run from the DiT
-run's `model.init` (the VAE its cached latents came from); T_LUFS comes from the T_LUFS run's EMA; the encoder
-folders are rebuilt (they are seeded, so they are the ones the caches were made with). A part whose run is not
-given gets seeded random weights of its preset, and the file says so in its metadata (`"trained": "false"`,
-`"trained_parts"`): the placeholders shipped until trained weights exist. Weights are stored in float16.
+run's `model.init` (the VAE its cached latents came from); T_LUFS comes from the T_LUFS run's EMA; the LanguageBind
+towers from the encoder run's EMA, or without one the seeded random towers; DINOv2 is rebuilt (seeded). A part
+whose run is not given gets seeded random weights of its preset, and the file says so in its metadata (`"trained":
+"false"`, `"trained_parts"`): the placeholders shipped until trained weights exist. Weights are stored in float16
+(the LanguageBind towers in float32).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor
 from ..triergon_core.model import build_model
 from ..triergon_core.presets import get_preset
 from ..triergon_core.sampling import PAPER_SAMPLING, SamplingSettings
-from .export import load_run
+from .export import load_run, save_encoders
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def _run_model(run_dir: str | os.PathLike, trainer: str, what: str):
     model, config, source = load_run(run_dir)
     if config.trainer != trainer:
         raise ValueError(f"{what} {run_dir} is a {config.trainer} run; a {trainer} run is expected")
-    if config.model.preset != "demo" or (trainer != "lufs" and _architecture(model.config) != get_preset("demo")):
+    if config.model.preset != "demo" or (trainer in ("dit", "vae") and
+                                         _architecture(model.config) != get_preset("demo")):
         raise ValueError(f"{what} {run_dir} trained preset {config.model.preset!r}; the demo bundle takes 'demo' runs")
     return model, config, source
 
@@ -46,7 +48,7 @@ def _architecture(config):
 
 def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = None,
                 dit: str | os.PathLike | None = None, lufs: str | os.PathLike | None = None,
-                sampling: SamplingSettings | None = None) -> DemoFiles:
+                encoders: str | os.PathLike | None = None, sampling: SamplingSettings | None = None) -> DemoFiles:
     """Write the demo weights folder `output` (model, T_LUFS, encoders; MODEL_CARD.md is left as it is).
 
     Args:
@@ -56,10 +58,16 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
         lufs: the `synthfoley-lufs` run folder, or a T_LUFS weights file (e.g. the shipped one, to keep it; its
             `trained_by` is kept); None: placeholder T_LUFS.
+        encoders: the `synthfoley-encoders` run folder (its EMA towers become `languagebind/`); None: the seeded
+            random towers (`tiny_random(embed_dim=128)`). The DiT must have trained on embeddings of these towers
+            (the cache made with their export).
         sampling: the sampling settings the model's weights are tuned for, stored in its file (`TriErgon.sampling`:
             the defaults of `triergon demo`, `generate` and the nodes' loader); None: the paper's.
     """
-    files = write_demo_encoders(output)
+    files = write_demo_encoders(output, languagebind=encoders is None)
+    if encoders is not None:
+        towers, config, source = _run_model(encoders, "encoders", "--encoders")
+        save_encoders(towers, files.languagebind, config=config, source=source)
     sources, parts, dit_vae = [], [], None
     if dit is not None:
         trained, config, source = _run_model(dit, "dit", "--dit")

@@ -2,7 +2,8 @@
 
 DiT runs give a Tri-Ergon checkpoint (`generate` and the nodes load it) with the trained DiT and conditioner
 and the VAE the run started from (`model.init`, or the seeded preset the cache was made with); VAE runs give a
-Tri-Ergon checkpoint whose VAE is the trained one; T_LUFS runs give a T_LUFS checkpoint (`--lufs-predictor`).
+Tri-Ergon checkpoint whose VAE is the trained one; T_LUFS runs give a T_LUFS checkpoint (`--lufs-predictor`);
+encoder runs give a LanguageBind folder (`--languagebind`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     where they came from (for checkpoint metadata).
 
     DiT and VAE runs give a `TriErgon` (the trained parts, the rest as the run started: see the module doc),
-    T_LUFS runs a `LufsPredictor`; float32, eval.
+    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (their config.json dicts in `tower_configs`);
+    float32, eval.
 
     Args:
         run_dir: the run folder.
@@ -52,6 +54,13 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
         model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[config.model.preset])
         model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["lufs"], ema=ema).items()})
         return model.eval(), config, source
+    if config.trainer == "encoders":
+        from .trainers.encoders import initial_towers
+
+        configs, model = initial_towers(config)
+        model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["encoders"], ema=ema).items()})
+        model.tower_configs = configs
+        return model.eval().requires_grad_(False), config, source
     from .trainers.dit import initial_model
 
     model = initial_model(config)
@@ -63,6 +72,19 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     return model.float().eval(), config, source
 
 
+def save_encoders(towers, output: str | os.PathLike, *, config: TrainConfig, source: str) -> Path:
+    """An encoder run's towers (`load_run`) as a LanguageBind folder (`load_languagebind` reads it; `trained_by`
+    in each model.safetensors' metadata)."""
+    from ..triergon_core.languagebind import save_towers
+
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"an encoder run exports a LanguageBind folder: -o {output} is a file")
+    parts = {"video": towers.video, "audio": towers.audio}
+    return save_towers(out, {kind: (towers.tower_configs[kind], parts[kind]) for kind in parts},
+                       tokenizer_from=config.model.init or None, metadata={"trained": "true", "trained_by": source})
+
+
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,
                checkpoint: str | os.PathLike | None = None,
                sampling: SamplingSettings | None = None) -> tuple[Path, TrainConfig]:
@@ -70,7 +92,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: b
 
     Args:
         run_dir: the run folder.
-        output: the `.safetensors` file to write.
+        output: the `.safetensors` file to write (encoder runs: the LanguageBind folder).
         fp16: store floating-point weights in float16 (half the size).
         ema: export the EMA weights (default) rather than the raw ones.
         checkpoint: a checkpoint folder of the run (default: the latest).
@@ -79,12 +101,16 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: b
     """
     model, config, source = load_run(run_dir, ema=ema, checkpoint=checkpoint)
     if sampling is not None:
-        if config.trainer == "lufs":
-            raise ValueError("a T_LUFS run has no sampling settings to store: leave out --steps / --cfg-scale")
+        if config.trainer in ("lufs", "encoders"):
+            raise ValueError(f"a {config.trainer} run has no sampling settings to store: leave out --cfg-scale")
         model.sampling = sampling
     if fp16:
         model = model.to(torch.float16)
-    if config.trainer == "lufs":
+    if config.trainer == "encoders":
+        if fp16:
+            raise ValueError("encoder towers are exported in float32 (they are small): leave out --fp16")
+        save_encoders(model, output, config=config, source=source)
+    elif config.trainer == "lufs":
         from ..triergon_core.lufs_predictor import save_predictor
 
         save_predictor(model, output, metadata={"trained_by": source})

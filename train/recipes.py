@@ -44,6 +44,16 @@ def _cpu_smoke_lufs() -> TrainConfig:
         run=RunConfig(steps=4, save_every=2, log_every=1, keep=2))
 
 
+def _cpu_smoke_encoders() -> TrainConfig:
+    return TrainConfig(
+        recipe="cpu-smoke-encoders", trainer="encoders", hardware="CPU, 1-2 processes (gloo)",
+        description="the tiny preset's LanguageBind towers, contrastive, for a few steps on packed shards (CI)",
+        model=ModelSection(preset="tiny"),
+        data=DataConfig(batch_size=4),
+        optim=OptimConfig(lr=1e-3, ema_decay=0.9),
+        run=RunConfig(steps=4, save_every=2, log_every=1, keep=2, sample_every=0))
+
+
 def _1gpu_finetune_from_sao() -> TrainConfig:
     return TrainConfig(
         recipe="1gpu-finetune-from-sao", trainer="dit", hardware="1 GPU with >= 40 GB (A100 / H100), bf16",
@@ -126,6 +136,21 @@ def _synthfoley_vae() -> TrainConfig:
         run=RunConfig(steps=20_000, save_every=100, log_every=25, keep=10, threads=2, sample_every=1000))
 
 
+def _synthfoley_encoders() -> TrainConfig:
+    # The demo's towers (LanguageBind's at tiny size, 2 layers of width 32) start from the seeded random weights
+    # of `LanguageBindEncoders.tiny_random(embed_dim=128)`. A scratch probe with this loss on the 1600 training
+    # clips: 1500 steps of 64 in 3.4 min on one thread took the nearest-centroid scene-kind accuracy of e_V from
+    # 0.33 to 0.98 and of e_L from 0.48 to 0.98 (40 new clips, 8 per kind). Each clip's inputs are prepared once.
+    return TrainConfig(
+        recipe="synthfoley-encoders", trainer="encoders", hardware="CPU, 1 process, 2 threads (minutes)",
+        description="the demo's LanguageBind towers (text, video, audio) trained contrastively on SynthFoley "
+                    "shards: batches of 64 clips, symmetric InfoNCE between caption, frames and sound",
+        model=ModelSection(preset="demo"),
+        data=DataConfig(batch_size=64),
+        optim=OptimConfig(lr=5e-4, warmup_steps=100, weight_decay=0.05, min_lr_ratio=0.1, ema_decay=0.99),
+        run=RunConfig(steps=2000, save_every=250, log_every=50, keep=3, threads=2, sample_every=0))
+
+
 def _synthfoley_dit() -> TrainConfig:
     # On the cache of the trained demo VAE (`--set model.init=` its export, the file the cache was made with) and
     # the demo's LanguageBind towers (weights/demo/languagebind). The 10 M DiT takes well under a second per step of
@@ -159,6 +184,7 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "cpu-smoke": _cpu_smoke_dit,
     "cpu-smoke-vae": _cpu_smoke_vae,
     "cpu-smoke-lufs": _cpu_smoke_lufs,
+    "cpu-smoke-encoders": _cpu_smoke_encoders,
     "1gpu-finetune-from-sao": _1gpu_finetune_from_sao,
     "paper-s-32gpu": _paper_s_32gpu,
     "paper-l-32gpu": _paper_l_32gpu,
@@ -167,6 +193,7 @@ RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "synthfoley-vae": _synthfoley_vae,
     "synthfoley-dit": _synthfoley_dit,
     "synthfoley-lufs": _synthfoley_lufs,
+    "synthfoley-encoders": _synthfoley_encoders,
 }
 
 

@@ -42,7 +42,8 @@ def _bundle(args: argparse.Namespace) -> int:
 
     given = args.steps is not None or args.cfg_scale is not None
     sampling = PAPER_SAMPLING.override(steps=args.steps, cfg_scale=args.cfg_scale) if given else None
-    files = bundle_demo(args.output, vae=args.vae, dit=args.dit, lufs=args.lufs, sampling=sampling)
+    files = bundle_demo(args.output, vae=args.vae, dit=args.dit, lufs=args.lufs, encoders=args.encoders,
+                        sampling=sampling)
     for path in (files.model, files.predictor, files.languagebind, files.dinov2):
         print(f"wrote {path}")
     return 0
@@ -72,8 +73,8 @@ def _listen(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.action != "bundle" and (args.vae or args.dit or args.lufs):
-        raise ValueError("--vae, --dit and --lufs go with `triergon demo bundle`")
+    if args.action != "bundle" and (args.vae or args.dit or args.lufs or args.encoders):
+        raise ValueError("--vae, --dit, --lufs and --encoders go with `triergon demo bundle`")
     return {None: _run, "bundle": _bundle, "encoders": _encoders, "listen": _listen}[args.action](args)
 
 
@@ -102,5 +103,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
                       "conditioner)")
     demo.add_argument("--lufs", metavar="RUN", help="bundle: the synthfoley-lufs run folder (its EMA T_LUFS), or a "
                       "T_LUFS weights file to keep (e.g. weights/demo/lufs-predictor.safetensors)")
+    demo.add_argument("--encoders", metavar="RUN", help="bundle: the synthfoley-encoders run folder (its EMA "
+                      "LanguageBind towers; default: the seeded random towers)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)

@@ -122,12 +122,13 @@ def warn_if_untrained(path: str | os.PathLike, what: str = "model") -> bool:
     return True
 
 
-def write_demo_encoders(root: str | os.PathLike) -> DemoFiles:
-    """(Re)build the demo's frozen random encoders under `root`: `languagebind/` (the towers of
-    `LanguageBindEncoders.tiny_random(embed_dim=128)`) and `dinov2/` (`DEMO_DINOV2`). Deterministic: the same bytes
-    every time."""
+def write_demo_encoders(root: str | os.PathLike, *, languagebind: bool = True) -> DemoFiles:
+    """(Re)build the demo's seeded random encoders under `root`: `dinov2/` (`DEMO_DINOV2`) and, with
+    `languagebind`, `languagebind/` (the towers of `LanguageBindEncoders.tiny_random(embed_dim=128)`, where the
+    demo's encoder training starts). Deterministic: the same bytes every time."""
     files = DemoFiles(root)
-    save_tiny_random(files.languagebind, embed_dim=get_preset("demo").conditioning.embed_dim, seed=ENCODER_SEED)
+    if languagebind:
+        save_tiny_random(files.languagebind, embed_dim=get_preset("demo").conditioning.embed_dim, seed=ENCODER_SEED)
     save_random_dinov2(files.dinov2, seed=DINOV2_SEED, **DEMO_DINOV2)
     return files
 

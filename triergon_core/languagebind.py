@@ -63,7 +63,8 @@ from .languagebind_towers import LanguageBindTower
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "load_languagebind", "save_tiny_random"]
+__all__ = ["TINY_CONFIGS", "TINY_SEED", "LanguageBindEncoders", "load_languagebind", "save_tiny_random", "save_towers",
+           "tiny_random_towers", "towers_from_folder"]
 
 # `LanguageBindEncoders.tiny_random`: the package's config values at tiny sizes (the released towers: width 768
 # or 1024, 12 or 24 layers, 224 x 224 frames in 14 x 14 patches, 112 mel bins x 1036 frames). LoRA off, as in
@@ -187,27 +188,59 @@ def _tiny_towers(embed_dim: int, seed: int, *, text_tower: str,
     return towers
 
 
-def save_tiny_random(folder: str | os.PathLike, *, embed_dim: int, seed: int = TINY_SEED) -> Path:
-    """Write the towers `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds as a LanguageBind folder
-    in the released layout (`video/`: config.json, model.safetensors, vocab.json, merges.txt; `audio/`: config.json,
-    model.safetensors), so that `load_languagebind(folder)` loads them as real towers and gives the same
-    embeddings. The same arguments give the same bytes. Returns the folder."""
+def tiny_random_towers(embed_dim: int, seed: int = TINY_SEED) -> dict[str, tuple[dict, LanguageBindTower]]:
+    """kind ("video" with the text tower, "audio") -> (config.json's dict, tower): new modules with the weights of
+    `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)`, not shared with it (e.g. to train them; they come
+    eval and frozen)."""
+    return _tiny_towers(embed_dim, seed, text_tower="video", vocab_size=len(_tiny_tokenizer()))
+
+
+def towers_from_folder(folder: str | os.PathLike) -> dict[str, tuple[dict, LanguageBindTower]]:
+    """kind -> (config.json's dict, tower) of a LanguageBind folder (video tower with its text tower, audio tower):
+    new float32 CPU modules, eval and frozen, as `tiny_random_towers` gives them."""
+    root = Path(folder).expanduser()
+    return {kind: (json.loads((_tower_dir(root, kind) / "config.json").read_text(encoding="utf-8")),
+                   load_tower(_tower_dir(root, kind), kind, text=kind == "video", device=torch.device("cpu"),
+                              dtype=torch.float32)) for kind in ("video", "audio")}
+
+
+def save_towers(folder: str | os.PathLike, towers: dict[str, tuple[dict, LanguageBindTower]], *,
+                tokenizer_from: str | os.PathLike | None = None, metadata: dict[str, str] | None = None) -> Path:
+    """Write `towers` (kind -> (config.json's dict, tower), e.g. trained ones) as a LanguageBind folder in the
+    released layout (`video/`: config.json, model.safetensors, tokenizer files; `audio/`: config.json,
+    model.safetensors), which `load_languagebind` loads. The tokenizer files are copied from the video tower folder
+    `tokenizer_from` (None: the tiny byte-level vocabulary); `metadata` goes into each model.safetensors. The same
+    towers give the same bytes. Returns the folder."""
+    import shutil
+
     from safetensors.torch import save_file
 
     from ._fs import atomic_write_path
 
     root = Path(folder).expanduser()
-    vocab_size = len(_tiny_tokenizer())
-    for kind, (config, model) in _tiny_towers(embed_dim, seed, text_tower="video", vocab_size=vocab_size).items():
+    source = None if tokenizer_from is None else _tower_dir(Path(tokenizer_from).expanduser(), "video")
+    for kind, (config, model) in towers.items():
         path = root / TOWERS[kind][1][0]
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
         with atomic_write_path(path / "model.safetensors") as tmp:
-            save_file(state, tmp, metadata={"format": "pt"})
-        if model.has_text:
+            save_file(state, tmp, metadata={"format": "pt", **(metadata or {})})
+        if model.has_text and source is None:
             _write_tiny_vocabulary(path)
+        elif model.has_text:
+            for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+                if (source / name).is_file() and (source / name).resolve() != (path / name).resolve():
+                    shutil.copyfile(source / name, path / name)
     return root
+
+
+def save_tiny_random(folder: str | os.PathLike, *, embed_dim: int, seed: int = TINY_SEED) -> Path:
+    """Write the towers `LanguageBindEncoders.tiny_random(embed_dim=..., seed=...)` builds as a LanguageBind folder
+    in the released layout (`video/`: config.json, model.safetensors, vocab.json, merges.txt; `audio/`: config.json,
+    model.safetensors), so that `load_languagebind(folder)` loads them as real towers and gives the same
+    embeddings. The same arguments give the same bytes. Returns the folder."""
+    return save_towers(folder, tiny_random_towers(embed_dim, seed))
 
 
 def _tiny_spec() -> str:

@@ -156,5 +156,40 @@ class FeatureCrops(Dataset):
                 "weight": torch.tensor(ref.weight)}
 
 
+class EncoderInputs(Dataset):
+    """The condition encoders' inputs of each packed clip (the encoder trainer's data), prepared as LanguageBind's
+    processors do: `video` [3, frames, size, size] from the clip's 8 LanguageBind frames, `audio` [3, mel bins,
+    frames] from its whole sound (the reference-audio path), `input_ids` / `attention_mask` [77] from its caption.
+    Deterministic per clip; with `keep` each clip is prepared once and kept in memory (the small towers' inputs:
+    about 150 KB a clip), so later epochs only read memory."""
+
+    def __init__(self, shards: str | Path, *, tokenize, video_frames: int, video_size: int, audio: dict,
+                 keep: bool = True) -> None:
+        self.index = ShardIndex(shards)
+        self.tokenize, self.video_frames, self.video_size, self.audio = tokenize, video_frames, video_size, audio
+        self.keep = keep
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def inputs(self, index: int) -> dict[str, torch.Tensor]:
+        from ...triergon_core.languagebind_preprocess import preprocess_audio, preprocess_video
+
+        if index in self._kept:
+            return self._kept[index]
+        frames = torch.from_numpy(self.index.array(index, "vframes.npy"))
+        tokens = self.tokenize([self.index.read(index, "txt").decode("utf-8")])
+        item = {"video": preprocess_video(frames, num_frames=self.video_frames, size=self.video_size),
+                "audio": preprocess_audio(load_audio(self.index.read(index, "flac")), SAMPLE_RATE, **self.audio),
+                "input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0]}
+        if self.keep:
+            self._kept[index] = item
+        return item
+
+    def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
+        return {**self.inputs(ref.index), "weight": torch.tensor(ref.weight)}
+
+
 def collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return default_collate(batch)

@@ -1,0 +1,114 @@
+"""The condition-encoder trainer: LanguageBind's video tower (with its text tower) and audio tower trained together
+on packed clips with CLIP's symmetric InfoNCE loss between a clip's caption, frames and sound.
+
+Beyond the paper, which takes the released LanguageBind towers frozen (LanguageBind itself was trained this way,
+binding each modality to language). It is for towers that start from random weights, as the demo's tiny ones do:
+random towers give embeddings that barely tell one scene from another (on SynthFoley, e_V's five scene kinds have
+mean embeddings with cosine 0.996-1.000), so a DiT conditioned on them cannot know what it should sound like.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...triergon_core.languagebind import (
+    LanguageBindEncoders,
+    load_languagebind,
+    tiny_random_towers,
+    towers_from_folder,
+)
+from ...triergon_core.languagebind_towers import LanguageBindTower
+from ...triergon_core.presets import get_preset
+from ..config import TrainConfig
+from ..data.datasets import EncoderInputs
+from ..trainer import Trainer
+
+
+class EncoderTowers(nn.Module):
+    """The towers an encoder run trains: `video` (LanguageBind's video checkpoint: vision and text) and `audio`."""
+
+    def __init__(self, video: LanguageBindTower, audio: LanguageBindTower) -> None:
+        super().__init__()
+        if not video.has_text:
+            raise ValueError("the video tower must carry the text tower (e_L comes from the video checkpoint)")
+        self.video, self.audio = video, audio
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video: torch.Tensor,
+                audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unnormalised projected features of each modality [B, D]."""
+        return {"text": self.video.get_text_features(input_ids, attention_mask),
+                "video": self.video.get_image_features(video), "audio": self.audio.get_image_features(audio)}
+
+
+def initial_towers(config: TrainConfig) -> tuple[dict[str, dict], EncoderTowers]:
+    """(config.json dict per tower, trainable towers) an encoder run starts from: the LanguageBind folder
+    `model.init`, else the tiny random towers of the preset's embedding width (`LanguageBindEncoders.tiny_random`)."""
+    if config.model.init:
+        towers = towers_from_folder(config.model.init)
+    else:
+        towers = tiny_random_towers(get_preset(config.model.preset).conditioning.embed_dim)
+    module = EncoderTowers(towers["video"][1], towers["audio"][1]).float().requires_grad_(True)
+    for tower in (module.video, module.audio):
+        tower.logit_scale.requires_grad_(False)  # the loss's temperature is `encoder_loss.temperature`
+    return {kind: cfg for kind, (cfg, _) in towers.items()}, module
+
+
+def tokenizer_of(config: TrainConfig):
+    """The tokenizer the towers read (the init folder's, else the tiny byte-level one)."""
+    if config.model.init:
+        return load_languagebind(config.model.init).tokenize
+    return LanguageBindEncoders.tiny_random(embed_dim=get_preset(config.model.preset).conditioning.embed_dim).tokenize
+
+
+def audio_settings(config) -> dict:
+    """`preprocess_audio`'s settings of an audio tower's vision config (LanguageBind's processor's)."""
+    return {"target_rate": int(config.audio_sample_rate), "num_mel_bins": int(config.num_mel_bins),
+            "target_length": int(config.target_length), "audio_mean": float(config.audio_mean),
+            "audio_std": float(config.audio_std)}
+
+
+def pair_loss(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """CLIP's symmetric InfoNCE per sample [B] between features x and y [B, D] (sample i's pair is i; padding
+    samples, `real` False, are no one's negatives), and whether each x retrieves its own y first [B]."""
+    logits = scale * F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).T
+    logits = logits.masked_fill(~real[None, :], float("-inf"))
+    target = torch.arange(len(x), device=x.device)
+    per_sample = (F.cross_entropy(logits, target, reduction="none") +
+                  F.cross_entropy(logits.T.masked_fill(~real[None, :], float("-inf")), target, reduction="none")) / 2
+    return per_sample.masked_fill(~real, 0.0), logits.argmax(-1) == target
+
+
+class EncoderTrainer(Trainer):
+    PAIRS = (("text_video", "text", "video"), ("text_audio", "text", "audio"), ("video_audio", "video", "audio"))
+
+    def build(self) -> None:
+        self.tower_configs, towers = initial_towers(self.config)
+        self.add_part("encoders", towers, lr=self.config.optim.lr)
+
+    def dataset(self) -> EncoderInputs:
+        towers = self.parts["encoders"].module
+        return EncoderInputs(self.config.data.path, tokenize=tokenizer_of(self.config),
+                             video_frames=int(towers.video.vision_config.num_frames),
+                             video_size=int(towers.video.vision_config.image_size),
+                             audio=audio_settings(towers.audio.vision_config))
+
+    def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.parts[part].net(batch["input_ids"], batch["attention_mask"], batch["video"], batch["audio"])
+        real = batch["weight"] > 0
+        settings = self.config.encoder_loss
+        scale = torch.tensor(1 / settings.temperature, device=real.device)
+        total = torch.zeros(len(real), device=real.device)
+        logs = {}
+        for name, a, b in self.PAIRS:
+            weight = getattr(settings, name)
+            if weight == 0:
+                continue
+            per_sample, hit = pair_loss(out[a], out[b], scale, real)
+            total = total + weight * per_sample
+            logs[f"encoders/retrieval_{name}"] = float(hit[real].float().mean())  # in-batch top-1
+        return self.weighted_mean(total, batch), logs
