@@ -51,7 +51,29 @@ def test_listen_command_on_the_shipped_model(tmp_path, capsys, monkeypatch):
     assert rain["centroid_clip"] > 3 * ball["centroid_clip"] and ball["onsets_clip"] >= 1
     assert len(ball["lufs_mae"]) == 2 and all(m >= 0 for m in ball["lufs_mae"])
     table = (out / "listening.md").read_text().splitlines()
-    assert len(table) == 4 and table[2].startswith("| [ball](ball.png) |")
+    assert len(table) == 10 and table[2].startswith("| [ball](ball.png) |") and table[4] == ""
+    assert table[5].startswith("| condition | scene kind from the nearest kind mean (leave one out, 8 clips per kind; "
+                               "chance 0.50) |")
+    conditions = {c["modality"]: c for c in report["conditions"]}
+    assert list(conditions) == ["text", "video", "audio"] and table[7].startswith("| e_L (caption) |")
+    assert all(0 <= c["accuracy"] <= 1 and -1 <= c["mean_cosine"] <= 1 for c in conditions.values())
+    assert conditions["audio"]["accuracy"] == 1.0  # rain's hiss and a ball's knocks: even random towers part them
+
+
+def test_nearest_mean_accuracy_and_cosine_known_answers():
+    from triergon.triergon_core.demo_listen import mean_cosine_between, nearest_mean_accuracy
+
+    labels = np.array(["a"] * 4 + ["b"] * 4)
+    g = np.random.default_rng(0)
+    centres = np.repeat(np.array([[5.0, 0, 0], [0, 5.0, 0]]), 4, axis=0)
+    apart = g.normal(0, 0.1, (8, 3)) + centres
+    assert nearest_mean_accuracy(apart, labels) == 1.0
+    assert mean_cosine_between(apart, labels) == pytest.approx(0.0, abs=0.05)
+    same = g.normal(0, 1, (8, 3)) * 0.01 + np.ones(3)  # one direction, kinds differ only by noise
+    assert mean_cosine_between(same, labels) == pytest.approx(1.0, abs=1e-3)
+    # leave one out, a point of a kind is nearer the other kind's mean when the kinds do not differ: at most chance
+    swapped = np.array([[0.0], [1.0], [0.0], [1.0], [0.0], [1.0], [0.0], [1.0]])
+    assert nearest_mean_accuracy(swapped, labels) == 0.0
 
 
 def test_listening_table_links_plots_with_a_prefix():

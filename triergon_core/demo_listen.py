@@ -4,7 +4,8 @@ For each scene kind, one clip showing only that kind is rendered and its sound g
 caption and its own measured loudness curve as E_L (the ground-truth condition of Table 3); the clip's sound and the
 generated one are then described by numbers a listener would notice: how many onsets (knocks, drops), where the
 spectrum's centre of mass lies, which side is louder, and how closely the loudness follows the requested curve.
-Each kind gets a plot of the requested curve against the generated audio's measured one.
+Each kind gets a plot of the requested curve against the generated audio's measured one. A second measurement says
+how well the condition embeddings (e_L, e_V, e_A) tell the kinds apart: what the DiT can know of a scene.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import numpy as np
 import torch
 
 LISTEN_SEED = 1000  # clip i of the listening set is rendered with seed LISTEN_SEED + i
+SEPARABILITY_SEED = 9000  # clip j of kind k of the separability set: seed SEPARABILITY_SEED + 100 k + j
+SEPARABILITY_CLIPS = 8  # clips per kind
+MODALITIES = {"text": "e_L (caption)", "video": "e_V (video)", "audio": "e_A (the clip's sound)"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,73 @@ class KindReport:
     plot: str
 
 
+@dataclass(frozen=True)
+class Separability:
+    """How well one condition embedding tells the scene kinds apart, on clips that each show one kind.
+
+    Attributes:
+        modality: "text" (e_L of the caption), "video" (e_V) or "audio" (e_A of the clip's own sound).
+        accuracy: leave-one-out nearest-kind-mean accuracy on standardised embeddings (chance: 1 / kinds).
+        mean_cosine: the mean cosine between different kinds' mean embeddings (1: the same direction).
+    """
+
+    modality: str
+    accuracy: float
+    mean_cosine: float
+
+
+def nearest_mean_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out accuracy of assigning each row of `features` [N, D] the label whose mean (of the other rows)
+    is nearest, after standardising each dimension over all rows."""
+    z = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    kinds, hits = np.unique(labels), 0
+    for i in range(len(z)):
+        others = np.arange(len(z)) != i
+        means = np.stack([z[others & (labels == k)].mean(0) for k in kinds])
+        hits += kinds[np.argmin(((means - z[i]) ** 2).sum(1))] == labels[i]
+    return hits / len(z)
+
+
+def mean_cosine_between(features: np.ndarray, labels: np.ndarray) -> float:
+    """The mean cosine between the kinds' mean rows of `features` [N, D], over pairs of different kinds."""
+    means = np.stack([features[labels == k].mean(0) for k in np.unique(labels)])
+    means = means / np.linalg.norm(means, axis=1, keepdims=True)
+    cos = means @ means.T
+    return float(cos[~np.eye(len(means), dtype=bool)].mean())
+
+
+def kind_separability(encoders, *, kinds: Sequence[str], seconds: float, clips: int = SEPARABILITY_CLIPS,
+                      seed: int = SEPARABILITY_SEED) -> list[Separability]:
+    """`Separability` of e_L, e_V and e_A from `encoders` on `clips` new SynthFoley clips per kind (kind k's clip j
+    rendered with seed `seed` + 100 k + j, only that kind), embedded as generation embeds them."""
+    from .synthfoley import render_clip
+    from .synthfoley.dataset import write_clip
+
+    rows: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    labels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, kind in enumerate(kinds):
+            for j in range(clips):
+                clip = render_clip(seed=seed + 100 * k + j, seconds=seconds, kinds=[kind])
+                video = Path(tmp) / "clip.mp4"
+                write_clip(clip, video)
+                embedded = {"text": encoders.encode_text([clip.caption]), "video": encoders.encode_video_file(video),
+                            "audio": encoders.encode_audio(torch.from_numpy(clip.audio).float()[None])}
+                for m, e in embedded.items():
+                    rows[m].append(e.reshape(-1).float().numpy())
+                labels.append(kind)
+    labels = np.array(labels)
+    return [Separability(m, nearest_mean_accuracy(np.stack(rows[m]), labels),
+                         mean_cosine_between(np.stack(rows[m]), labels)) for m in MODALITIES]
+
+
+def separability_table(reports: Sequence[Separability], *, kinds: int, clips: int) -> str:
+    rows = [f"| condition | scene kind from the nearest kind mean (leave one out, {clips} clips per kind; chance "
+            f"{1 / kinds:.2f}) | cosine between the kinds' mean embeddings |", "| --- | --- | --- |"]
+    rows += [f"| {MODALITIES[r.modality]} | {r.accuracy:.2f} | {r.mean_cosine:.3f} |" for r in reports]
+    return "\n".join(rows)
+
+
 def spectral_centroid(audio: np.ndarray, sample_rate: int) -> float:
     """The power-weighted mean frequency (Hz) of [C, N] audio's whole-clip spectrum, channels' powers summed
     (NaN for silence)."""
@@ -73,7 +144,7 @@ def channel_balance(audio: np.ndarray) -> float:
 
 def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps: int | None = None,
            cfg_scale: float | None = None,
-           kinds: Sequence[str] | None = None, seed: int = LISTEN_SEED,
+           kinds: Sequence[str] | None = None, seed: int = LISTEN_SEED, separability_clips: int = SEPARABILITY_CLIPS,
            progress: Callable[[str], None] | None = None) -> list[KindReport]:
     """Render one clip per scene kind, generate its sound with the demo model (video, caption and the clip's own
     curve as conditions; sampling seed = the clip's seed), measure both and write `<kind>.png`, `listening.json`
@@ -85,6 +156,8 @@ def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps
         seconds, steps, cfg_scale: clip duration and sampling settings (DPM-Solver++(2M)); steps and cfg_scale left
             None are the demo model's recommended ones (`TriErgon.sampling`).
         kinds: the scene kinds (default: all of `SCENE_KINDS`, in order); kind i is rendered with seed `seed` + i.
+        separability_clips: clips per kind on which `kind_separability` measures how well the condition embeddings
+            tell the kinds apart (a second table and `"conditions"` in the JSON); 0: not measured.
         progress: called with each kind's name before it is generated.
     """
     from .checkpoint import load_checkpoint
@@ -132,10 +205,19 @@ def listen(output: str | os.PathLike, *, files=None, seconds: float = 5.0, steps
                 balance_clip=channel_balance(real), balance_generated=channel_balance(fake),
                 lufs_mae=tracking.mae, lufs_correlation=tracking.correlation,
                 placement=placement.accuracy, placement_frames=placement.frames, plot=plot.name))
+    conditions = []
+    if separability_clips > 0 and len(kinds) > 1:
+        if progress:
+            progress("conditions")
+        conditions = kind_separability(encoders, kinds=kinds, seconds=seconds, clips=separability_clips)
     (folder / "listening.json").write_text(json.dumps(
         {"seconds": seconds, "steps": steps, "cfg_scale": cfg_scale, "checkpoint": str(files.model),
-         "kinds": [asdict(r) for r in reports]}, indent=1, allow_nan=True) + "\n")
-    (folder / "listening.md").write_text(listening_table(reports) + "\n")
+         "kinds": [asdict(r) for r in reports], "conditions": [asdict(c) for c in conditions]},
+        indent=1, allow_nan=True) + "\n")
+    table = listening_table(reports)
+    if conditions:
+        table += "\n\n" + separability_table(conditions, kinds=len(kinds), clips=separability_clips)
+    (folder / "listening.md").write_text(table + "\n")
     return reports
 
 
