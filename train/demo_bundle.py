@@ -41,6 +41,14 @@ def _run_model(run_dir: str | os.PathLike, trainer: str, what: str):
     return model, config, source
 
 
+def _vae_source(path: str | os.PathLike) -> str:
+    """", <where its VAE came from>" when the checkpoint's `trained_by` names it (a bundle's: "vae: ..."), else ""."""
+    with safe_open(str(path), framework="pt") as f:
+        entries = ((f.metadata() or {}).get("trained_by") or "").split("; ")
+    named = [e.removeprefix("vae: ") for e in entries if e.startswith("vae: ")]
+    return f", its VAE from {named[0]}" if named else ""
+
+
 def _architecture(config):
     """The preset a model config is, less the options a DiT run may add (latent scale, frame-aligned LUFS)."""
     return dataclasses.replace(config, latent_scale=1.0).with_lufs_frame_aligned(False)
@@ -80,7 +88,7 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         init_vae, key = (config.model.init_vae, "init_vae") if config.model.init_vae else (config.model.init, "init")
         if vae is None and init_vae and is_trained(init_vae, "vae"):
             model.vae.load_state_dict(dit_vae)
-            sources.append(f"vae: the DiT run's model.{key} ({os.path.basename(init_vae)})")
+            sources.append(f"vae: the DiT run's model.{key} ({os.path.basename(init_vae)}{_vae_source(init_vae)})")
             parts.append("vae")
     else:
         model = build_model("demo", seed=PLACEHOLDER_SEED)

@@ -85,10 +85,12 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "T_LUFS, generate its sound with the demo model and write the WAV, the clip with the sound muxed in and a "
         "plot of predicted vs measured loudness into -o. `demo bundle` writes a demo weights folder from training "
         "runs (placeholders for parts not given; --steps / --cfg-scale given to it are stored as the model's "
-        "recommended sampling); `demo encoders` rebuilds only its seeded encoder folders; "
+        "recommended sampling); `demo encoders` rebuilds its seeded folders (DINOv2, and the LanguageBind towers "
+        "as they were before the encoder training); "
         "`demo listen` measures the model's sound per SynthFoley scene kind (a table and one plot per kind).")
     demo.add_argument("action", nargs="?", choices=("bundle", "encoders", "listen"), help="bundle: write the demo "
-                      "weights folder -o from runs; encoders: rebuild its languagebind/ and dinov2/ folders; listen: "
+                      "weights folder -o from runs; encoders: write the seeded dinov2/ and random languagebind/ "
+                      "folders; listen: "
                       "one clip per scene kind, its sound generated with its own curve as E_L, measured (onsets, "
                       "spectral centroid, channel balance, LUFS tracking) into -o")
     demo.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (for bundle / encoders: "

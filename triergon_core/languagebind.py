@@ -210,7 +210,8 @@ def save_towers(folder: str | os.PathLike, towers: dict[str, tuple[dict, Languag
     released layout (`video/`: config.json, model.safetensors, tokenizer files; `audio/`: config.json,
     model.safetensors), which `load_languagebind` loads. The tokenizer files are copied from the video tower folder
     `tokenizer_from` (None: the tiny byte-level vocabulary); `metadata` goes into each model.safetensors. The same
-    towers give the same bytes. Returns the folder."""
+    towers give the same bytes (with more than one metadata entry, safetensors may order the header's entries
+    differently). Returns the folder."""
     import shutil
 
     from safetensors.torch import save_file
