@@ -15,6 +15,7 @@ from triergon.train.config import EncoderLossConfig, apply_overrides
 from triergon.train.export import export_run, load_run
 from triergon.train.recipes import get_recipe
 from triergon.train.trainers.encoders import EncoderTrainer, audio_settings, pair_loss
+from triergon.train.validate import validate_run
 from triergon.triergon_core.languagebind import LanguageBindEncoders, load_languagebind
 from triergon.triergon_core.languagebind_preprocess import preprocess_video
 from triergon.triergon_core.presets import get_preset
@@ -113,6 +114,10 @@ def test_cpu_run_learns_resumes_and_exports_a_languagebind_folder(train_data, tm
     assert not torch.allclose(e_trained, e_random)
     with pytest.raises(ValueError, match="float32"):
         export_run(tmp_path / "run", tmp_path / "half", fp16=True)
+    # validation: top-1 retrieval among the clips, one line per checkpoint
+    rows = validate_run(tmp_path / "run", train_data["shards"])
+    assert [r["step"] for r in rows] == [20, 40] and all(r["clips"] == 5 for r in rows)
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("text_video", "text_audio", "video_audio"))
 
 
 def test_loss_falls_from_chance_and_captions_find_their_sound(train_data, tmp_path):
@@ -125,3 +130,5 @@ def test_loss_falls_from_chance_and_captions_find_their_sound(train_data, tmp_pa
     # measured: 1.654 against log 5 = 1.609, then 0.0073
     assert abs(first["loss/encoders"] - math.log(5)) < 0.15 and last["loss/encoders"] < 0.05, (first, last)
     assert last["encoders/retrieval_text_audio"] == 1.0 and "encoders/retrieval_text_video" not in last
+    # validate's retrieval over the whole clips, the raw weights of step 40 (the smoke recipe's EMA lags)
+    assert validate_run(tmp_path / "b", train_data["shards"], ema=False)[-1]["text_audio"] == 1.0

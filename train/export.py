@@ -34,8 +34,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     where they came from (for checkpoint metadata).
 
     DiT and VAE runs give a `TriErgon` (the trained parts, the rest as the run started: see the module doc),
-    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (their config.json dicts in `tower_configs`);
-    float32, eval.
+    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (their config.json dicts in `tower_configs`, the
+    run's config in `run_config`); float32, eval.
 
     Args:
         run_dir: the run folder.
@@ -59,7 +59,7 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
 
         configs, model = initial_towers(config)
         model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["encoders"], ema=ema).items()})
-        model.tower_configs = configs
+        model.tower_configs, model.run_config = configs, config
         return model.eval().requires_grad_(False), config, source
     from .trainers.dit import initial_model
 

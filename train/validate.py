@@ -1,4 +1,4 @@
-"""Validation of VAE, DiT and T_LUFS runs: scores of each checkpoint on whole clips of the validation split.
+"""Validation of VAE, DiT, T_LUFS and encoder runs: scores of each checkpoint on whole clips of the validation split.
 
 `python -m triergon.train.validate RUN_DIR --data FOLDER` scores every checkpoint of the run that is not yet in
 `RUN_DIR/validation.jsonl`, one line per checkpoint, so that it can run beside a training run and be repeated; the
@@ -6,7 +6,8 @@ lines are the validation curves of the model card. VAE runs read a shard folder 
 STFT distance, the per-window loudness error and bias and the octave-band level error of the reconstructions; DiT
 runs read a cache folder and give the LUFS tracking and stereo placement of audio generated under each clip's
 cached conditions (its measured curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features) and give the
-predicted curve's error in LU.
+predicted curve's error in LU; encoder runs read a shard folder and give how often a caption finds its own clip's
+frames and sound among all the clips' (top-1 retrieval).
 """
 
 from __future__ import annotations
@@ -187,6 +188,51 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+@dataclass(frozen=True)
+class RetrievalScores:
+    """Encoder runs, over the validation clips: how often a clip's caption finds its own clip's frames (text_video)
+    or sound (text_audio) first among all the clips', and its frames its own sound (video_audio); chance is
+    1 / clips (and clips of one scene kind look and sound alike, so 1 is out of reach)."""
+
+    text_video: float
+    text_audio: float
+    video_audio: float
+    clips: int
+
+
+@torch.inference_mode()
+def retrieval_scores(towers, items: list[dict[str, torch.Tensor]], *, batch: int = 64) -> RetrievalScores:
+    """Top-1 retrieval among `items` (`EncoderInputs` items) with an encoder run's `EncoderTowers`."""
+    import torch.nn.functional as F
+
+    parts: dict[str, list[torch.Tensor]] = {"text": [], "video": [], "audio": []}
+    for start in range(0, len(items), batch):
+        chunk = {k: torch.stack([x[k] for x in items[start:start + batch]])
+                 for k in ("input_ids", "attention_mask", "video", "audio")}
+        out = towers(chunk["input_ids"], chunk["attention_mask"], chunk["video"], chunk["audio"])
+        for k in parts:
+            parts[k].append(F.normalize(out[k].float(), dim=-1))
+    e = {k: torch.cat(v) for k, v in parts.items()}
+    target = torch.arange(len(items))
+
+    def top1(a: str, b: str) -> float:
+        return float(((e[a] @ e[b].T).argmax(-1) == target).float().mean())
+
+    return RetrievalScores(top1("text", "video"), top1("text", "audio"), top1("video", "audio"), len(items))
+
+
+def read_encoder_inputs(shards: str | os.PathLike, towers, *, limit: int | None = None) -> list[dict]:
+    """The encoder inputs of a shard folder's clips, as the encoder trainer prepares them."""
+    from .data.datasets import EncoderInputs
+    from .trainers.encoders import audio_settings, tokenizer_of
+
+    data = EncoderInputs(shards, tokenize=tokenizer_of(towers.run_config),
+                         video_frames=int(towers.video.vision_config.num_frames),
+                         video_size=int(towers.video.vision_config.image_size),
+                         audio=audio_settings(towers.audio.vision_config), keep=False)
+    return [data.inputs(i) for i in list(data.index)[:limit]]
+
+
 def load_checkpoint_of_run(run_dir: str | os.PathLike, checkpoint: Path, *, ema: bool = True) -> tuple[Any, str, int]:
     """(the VAE, the Tri-Ergon model of a DiT run or the T_LUFS; the run's trainer; the step) of one checkpoint
     folder of a run."""
@@ -216,8 +262,8 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
     """Score the run's checkpoints not yet in `validation.jsonl`, append them, and return all lines.
 
     Args:
-        run_dir: a VAE, DiT or T_LUFS run folder.
-        data: the validation split's shard folder (VAE), cache folder (DiT: made with the VAE and encoders the
+        run_dir: a VAE, DiT, T_LUFS or encoder run folder.
+        data: the validation split's shard folder (VAE, encoders), cache folder (DiT: made with the VAE and encoders the
             run trained on) or cache folder with DINOv2 features (T_LUFS).
         limit: score only the first `limit` clips.
         ema: the EMA weights (default) rather than the raw ones.
@@ -237,6 +283,9 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
         elif trainer == "dit":
             clips = clips if clips is not None else read_cache(data, limit=limit, features=False)
             row = {"step": step, **asdict(generation_scores(model, clips, steps=steps, cfg_scale=cfg_scale))}
+        elif trainer == "encoders":
+            clips = clips if clips is not None else read_encoder_inputs(data, model, limit=limit)
+            row = {"step": step, **asdict(retrieval_scores(model, clips))}
         else:
             clips = clips if clips is not None else read_cache(data, limit=limit)
             row = {"step": step, **asdict(predictor_scores(model, clips))}
@@ -249,9 +298,10 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m triergon.train.validate", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="a VAE, DiT or T_LUFS run folder")
-    parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE runs) or a cache "
-                                                      "folder (DiT runs; with DINOv2 features for T_LUFS runs)")
+    parser.add_argument("run_dir", help="a VAE, DiT, T_LUFS or encoder run folder")
+    parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE and encoder runs) "
+                                                      "or a cache folder (DiT runs; with DINOv2 features for T_LUFS "
+                                                      "runs)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     parser.add_argument("--steps", type=int, default=25, help="DiT runs: sampler steps (default 25)")
