@@ -183,10 +183,9 @@ def test_bundle_takes_the_encoder_run(tmp_path, monkeypatch):
     from triergon.train.trainers.encoders import initial_towers
 
     recipe = get_recipe("synthfoley-encoders")
-    configs, towers = initial_towers(recipe)
+    towers = initial_towers(recipe)
     with torch.no_grad():
         towers.video.text_projection.weight.mul_(-1)  # "trained": other text embeddings than the random towers'
-    towers.tower_configs = configs
     monkeypatch.setattr(demo_bundle, "load_run", lambda run: {"encoders": (towers, recipe, "run encoders"), "vae": (
         build_model("demo", seed=1), get_recipe("synthfoley-vae"), "run vae")}[run])
     files = demo_bundle.bundle_demo(tmp_path, encoders="encoders")

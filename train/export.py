@@ -34,8 +34,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     where they came from (for checkpoint metadata).
 
     DiT and VAE runs give a `TriErgon` (the trained parts, the rest as the run started: see the module doc),
-    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (their config.json dicts in `tower_configs`, the
-    run's config in `run_config`); float32, eval.
+    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (the run's config in `run_config`); float32,
+    eval.
 
     Args:
         run_dir: the run folder.
@@ -57,9 +57,9 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     if config.trainer == "encoders":
         from .trainers.encoders import initial_towers
 
-        configs, model = initial_towers(config)
+        model = initial_towers(config)
         model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["encoders"], ema=ema).items()})
-        model.tower_configs, model.run_config = configs, config
+        model.run_config = config
         return model.eval().requires_grad_(False), config, source
     from .trainers.dit import initial_model
 
@@ -81,7 +81,7 @@ def save_encoders(towers, output: str | os.PathLike, *, config: TrainConfig, sou
     if out.exists() and not out.is_dir():
         raise ValueError(f"an encoder run exports a LanguageBind folder: -o {output} is a file")
     parts = {"video": towers.video, "audio": towers.audio}
-    return save_towers(out, {kind: (towers.tower_configs[kind], parts[kind]) for kind in parts},
+    return save_towers(out, {kind: (towers.configs[kind], parts[kind]) for kind in parts},
                        tokenizer_from=config.model.init or None, metadata={"trained": "true", "trained_by": source})
 
 

@@ -223,13 +223,9 @@ def retrieval_scores(towers, items: list[dict[str, torch.Tensor]], *, batch: int
 
 def read_encoder_inputs(shards: str | os.PathLike, towers, *, limit: int | None = None) -> list[dict]:
     """The encoder inputs of a shard folder's clips, as the encoder trainer prepares them."""
-    from .data.datasets import EncoderInputs
-    from .trainers.encoders import audio_settings, tokenizer_of
+    from .trainers.encoders import encoder_inputs
 
-    data = EncoderInputs(shards, tokenize=tokenizer_of(towers.run_config),
-                         video_frames=int(towers.video.vision_config.num_frames),
-                         video_size=int(towers.video.vision_config.image_size),
-                         audio=audio_settings(towers.audio.vision_config), keep=False)
+    data = encoder_inputs(shards, towers, towers.run_config, keep=False)
     return [data.inputs(i) for i in list(data.index)[:limit]]
 
 

@@ -142,21 +142,31 @@ def checkpoint_config_of(path: str | os.PathLike, *, preset: str | ModelConfig |
         FileNotFoundError: no such file.
         CheckpointError: unreadable, or no config stored and no preset given.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = _existing(path)
     if preset is not None:
         return resolve_config(preset)
-    stored = None
-    if path.suffix not in PICKLE_SUFFIXES:
-        try:
-            with safe_open(path, framework="pt") as f:
-                stored = checkpoint_config(f.metadata() or {})
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    stored = checkpoint_config(_header_metadata(path))
     if stored is None:
         raise CheckpointError(f"{path} stores no model config; pass the preset it was made for")
     return stored
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def _header_metadata(path: Path) -> Mapping[str, str]:
+    """A safetensors file's metadata, read from its header (no tensor is loaded); a pickle has none."""
+    if path.suffix in PICKLE_SUFFIXES:
+        return {}
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
 
 
 def _sampling(metadata: Mapping[str, str], path) -> SamplingSettings:
@@ -178,17 +188,8 @@ def checkpoint_sampling_of(path: str | os.PathLike) -> SamplingSettings:
         FileNotFoundError: no such file.
         CheckpointError: unreadable, or unusable settings stored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix in PICKLE_SUFFIXES:
-        return PAPER_SAMPLING
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
-    return _sampling(metadata, path)
+    path = _existing(path)
+    return _sampling(_header_metadata(path), path)
 
 
 def stored_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:

@@ -29,13 +29,14 @@ from ..trainer import Trainer
 
 
 class EncoderTowers(nn.Module):
-    """The towers an encoder run trains: `video` (LanguageBind's video checkpoint: vision and text) and `audio`."""
+    """The towers an encoder run trains: `video` (LanguageBind's video checkpoint: vision and text) and `audio`,
+    with the config.json dict of each (`configs`, by kind: what an export writes beside the weights)."""
 
-    def __init__(self, video: LanguageBindTower, audio: LanguageBindTower) -> None:
+    def __init__(self, video: LanguageBindTower, audio: LanguageBindTower, *, configs: dict[str, dict]) -> None:
         super().__init__()
         if not video.has_text:
             raise ValueError("the video tower must carry the text tower (e_L comes from the video checkpoint)")
-        self.video, self.audio = video, audio
+        self.video, self.audio, self.configs = video, audio, configs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, video: torch.Tensor,
                 audio: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -44,17 +45,18 @@ class EncoderTowers(nn.Module):
                 "video": self.video.get_image_features(video), "audio": self.audio.get_image_features(audio)}
 
 
-def initial_towers(config: TrainConfig) -> tuple[dict[str, dict], EncoderTowers]:
-    """(config.json dict per tower, trainable towers) an encoder run starts from: the LanguageBind folder
-    `model.init`, else the tiny random towers of the preset's embedding width (`LanguageBindEncoders.tiny_random`)."""
+def initial_towers(config: TrainConfig) -> EncoderTowers:
+    """The trainable towers an encoder run starts from: the LanguageBind folder `model.init`, else the tiny random
+    towers of the preset's embedding width (`LanguageBindEncoders.tiny_random`)."""
     if config.model.init:
         towers = towers_from_folder(config.model.init)
     else:
         towers = tiny_random_towers(get_preset(config.model.preset).conditioning.embed_dim)
-    module = EncoderTowers(towers["video"][1], towers["audio"][1]).float().requires_grad_(True)
+    module = EncoderTowers(towers["video"][1], towers["audio"][1],
+                           configs={kind: cfg for kind, (cfg, _) in towers.items()}).float().requires_grad_(True)
     for tower in (module.video, module.audio):
         tower.logit_scale.requires_grad_(False)  # the loss's temperature is `encoder_loss.temperature`
-    return {kind: cfg for kind, (cfg, _) in towers.items()}, module
+    return module
 
 
 def tokenizer_of(config: TrainConfig):
@@ -69,6 +71,14 @@ def audio_settings(config) -> dict:
     return {"target_rate": int(config.audio_sample_rate), "num_mel_bins": int(config.num_mel_bins),
             "target_length": int(config.target_length), "audio_mean": float(config.audio_mean),
             "audio_std": float(config.audio_std)}
+
+
+def encoder_inputs(shards, towers: EncoderTowers, config: TrainConfig, *, keep: bool = True) -> EncoderInputs:
+    """The clips of a shard folder as `towers` read them (the run's tokenizer, its towers' frame and filter-bank
+    sizes): the trainer's data, and validation's."""
+    return EncoderInputs(shards, tokenize=tokenizer_of(config), video_frames=int(towers.video.vision_config.num_frames),
+                         video_size=int(towers.video.vision_config.image_size),
+                         audio=audio_settings(towers.audio.vision_config), keep=keep)
 
 
 def pair_loss(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor,
@@ -87,15 +97,10 @@ class EncoderTrainer(Trainer):
     PAIRS = (("text_video", "text", "video"), ("text_audio", "text", "audio"), ("video_audio", "video", "audio"))
 
     def build(self) -> None:
-        self.tower_configs, towers = initial_towers(self.config)
-        self.add_part("encoders", towers, lr=self.config.optim.lr)
+        self.add_part("encoders", initial_towers(self.config), lr=self.config.optim.lr)
 
     def dataset(self) -> EncoderInputs:
-        towers = self.parts["encoders"].module
-        return EncoderInputs(self.config.data.path, tokenize=tokenizer_of(self.config),
-                             video_frames=int(towers.video.vision_config.num_frames),
-                             video_size=int(towers.video.vision_config.image_size),
-                             audio=audio_settings(towers.audio.vision_config))
+        return encoder_inputs(self.config.data.path, self.parts["encoders"].module, self.config)
 
     def loss(self, part: str, batch: dict[str, Any], step: int, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.parts[part].net(batch["input_ids"], batch["attention_mask"], batch["video"], batch["audio"])
