@@ -1,4 +1,4 @@
-"""Trainers on 2 gloo ranks under torchrun: DDP smoke runs of the three trainers, FSDP2 with bf16 parameters,
+"""Trainers on 2 gloo ranks under torchrun: DDP smoke runs of the four trainers, FSDP2 with bf16 parameters,
 bit-identical resume after SIGKILL, 2 -> 1 rank resume, and export -> generate.
 
 torchrun launches cost 10-20 s each here, so one launch runs several trainings (`_train_driver.py`). Runs
@@ -88,7 +88,7 @@ def _assert_identical(a, b, where: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def driver_runs(train_data, tmp_path_factory):
-    """One 2-rank launch: the DiT reference run (DDP), the VAE and T_LUFS smoke runs, and FSDP2 bf16."""
+    """One 2-rank launch: the DiT reference run (DDP), the VAE, T_LUFS and encoder smoke runs, and FSDP2 bf16."""
     out = tmp_path_factory.mktemp("dist")
     cache, shards = train_data["cache"], train_data["shards"]
     runs = [
@@ -96,6 +96,7 @@ def driver_runs(train_data, tmp_path_factory):
                               f"run.steps={STEPS}"]],
         ["vae", "cpu-smoke-vae", ["data.path=" + str(shards), "run.steps=3", "vae_loss.discriminator_start=1"]],
         ["lufs", "cpu-smoke-lufs", ["data.path=" + str(cache), "run.steps=3"]],
+        ["encoders", "cpu-smoke-encoders", ["data.path=" + str(shards), "run.steps=3"]],  # negatives gathered
         ["fsdp", "cpu-smoke", ["data.path=" + str(cache), "run.steps=3", "run.save_every=2",
                                "parallel.mode=fsdp", "parallel.param_dtype=bf16", "run.sample_every=3",
                                "run.sample_steps=2"]],
@@ -110,7 +111,7 @@ def driver_runs(train_data, tmp_path_factory):
 def test_ddp_smoke_of_each_trainer(driver_runs):
     out, results = driver_runs
     assert results["world_size"] == 2
-    for name, steps in (("dit", STEPS), ("vae", 3), ("lufs", 3)):
+    for name, steps in (("dit", STEPS), ("vae", 3), ("lufs", 3), ("encoders", 3)):
         assert results[name]["step"] == steps and results[name]["finite"], results[name]
         assert all(map(lambda v: v == v, results[name]["losses"].values())), results[name]
     assert "loss/disc" in results["vae"]["losses"]  # the discriminator joined after its warm-up

@@ -100,12 +100,17 @@ class LufsLossConfig:
 class EncoderLossConfig:
     """Encoder runs: the weight of each pair's symmetric InfoNCE loss (CLIP's, over the micro-batch, as
     LanguageBind binds every modality to language; 0 leaves a pair out) and its temperature. The temperature is
-    fixed, not learnt as CLIP's: on small data a learnt one falls until every pair scores chance."""
+    fixed, not learnt as CLIP's: on small data a learnt one falls until every pair scores chance.
+
+    `gather_negatives`: on several ranks, each clip's negatives are the clips of every rank's micro-batch (an
+    all-gather of the features, with gradients), so the loss and its gradients are those of one process holding the
+    global micro-batch; false keeps each rank's own micro-batch (no communication, fewer negatives)."""
 
     text_video: float = 1.0
     text_audio: float = 1.0
     video_audio: float = 1.0
     temperature: float = 0.07  # CLIP's initial value
+    gather_negatives: bool = True
 
     def __post_init__(self) -> None:
         weights = (self.text_video, self.text_audio, self.video_audio)

@@ -75,3 +75,33 @@ def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return t.tolist()
+
+
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's `x` (all of one shape) concatenated along dim 0 in rank order, and where this rank's rows start
+    in it. Gradients flow back to the rank whose rows they are (summed over the ranks that used them): a loss that
+    uses other ranks' rows, such as a contrastive one, trains as if all ranks' batches were one. A world of one
+    returns `x` itself."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x, 0
+    if x.dtype == torch.bool:  # not every backend gathers bool
+        out, start = gather_with_grad(x.to(torch.uint8))
+        return out.bool(), start
+    return _GatherRows.apply(x), dist.get_rank() * len(x)
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows in rank order; backward sums each row's gradient over the ranks and hands every rank its own
+    rows (an all-reduce of the whole gradient: these are small feature batches, and gloo has no reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size(), dim=0)[dist.get_rank()]

@@ -25,6 +25,7 @@ from ...triergon_core.languagebind_towers import LanguageBindTower
 from ...triergon_core.presets import get_preset
 from ..config import TrainConfig
 from ..data.datasets import EncoderInputs
+from ..distributed import gather_with_grad
 from ..trainer import Trainer
 
 
@@ -81,16 +82,24 @@ def encoder_inputs(shards, towers: EncoderTowers, config: TrainConfig, *, keep: 
                          audio=audio_settings(towers.audio.vision_config), keep=keep)
 
 
-def pair_loss(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def pair_loss(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, real: torch.Tensor, *,
+              gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's symmetric InfoNCE per sample [B] between features x and y [B, D] (sample i's pair is i; padding
-    samples, `real` False, are no one's negatives), and whether each x retrieves its own y first [B]."""
-    logits = scale * F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).T
-    logits = logits.masked_fill(~real[None, :], float("-inf"))
-    target = torch.arange(len(x), device=x.device)
-    per_sample = (F.cross_entropy(logits, target, reduction="none") +
-                  F.cross_entropy(logits.T.masked_fill(~real[None, :], float("-inf")), target, reduction="none")) / 2
-    return per_sample.masked_fill(~real, 0.0), logits.argmax(-1) == target
+    samples, `real` False, are no one's negatives), and whether each x retrieves its own y first [B].
+
+    With `gather`, the negatives are every rank's samples (`gather_with_grad`): each rank scores its own rows
+    against all ranks' columns, so the ranks' per-sample losses together are one process's over the global batch."""
+    x, y = F.normalize(x.float(), dim=-1), F.normalize(y.float(), dim=-1)
+    if gather:
+        (x_all, start), (y_all, _), (real_all, _) = (gather_with_grad(t) for t in (x, y, real))
+    else:
+        x_all, y_all, real_all, start = x, y, real, 0
+    target = start + torch.arange(len(x), device=x.device)
+    x_to_y = (scale * x @ y_all.T).masked_fill(~real_all[None, :], float("-inf"))
+    y_to_x = (scale * y @ x_all.T).masked_fill(~real_all[None, :], float("-inf"))
+    per_sample = (F.cross_entropy(x_to_y, target, reduction="none") +
+                  F.cross_entropy(y_to_x, target, reduction="none")) / 2
+    return per_sample.masked_fill(~real, 0.0), x_to_y.argmax(-1) == target
 
 
 class EncoderTrainer(Trainer):
@@ -113,7 +122,7 @@ class EncoderTrainer(Trainer):
             weight = getattr(settings, name)
             if weight == 0:
                 continue
-            per_sample, hit = pair_loss(out[a], out[b], scale, real)
+            per_sample, hit = pair_loss(out[a], out[b], scale, real, gather=settings.gather_negatives)
             total = total + weight * per_sample
-            logs[f"encoders/retrieval_{name}"] = float(hit[real].float().mean())  # in-batch top-1
+            logs[f"encoders/retrieval_{name}"] = float(hit[real].float().mean())  # top-1 among the negatives
         return self.weighted_mean(total, batch), logs
