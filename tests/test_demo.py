@@ -229,6 +229,32 @@ def test_bundle_keeps_a_trained_lufs_file_and_refuses_a_placeholder(tmp_path):
         demo_bundle.bundle_demo(tmp_path / "out2", lufs=placeholder)
 
 
+def test_bundle_takes_the_dinov2_a_lufs_run_trained_or_the_one_beside_a_lufs_file(tmp_path, monkeypatch):
+    """`--lufs RUN` of a run that trained DINOv2 (`synthfoley-lufs-frames`): its DINOv2 becomes `dinov2/`;
+    `--lufs FILE` keeps the `dinov2/` beside the file, also when that is the output's own folder."""
+    from triergon.train import demo_bundle
+    from triergon.train.recipes import get_recipe
+    from triergon.train.trainers.lufs import FramesToLufs
+    from triergon.triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor
+
+    torch.manual_seed(5)
+    features = random_dinov2(seed=3, pooling="cls+grid", **DEMO_DINOV2)  # "trained": not the seeded demo one
+    model = FramesToLufs(LufsPredictor(config=LUFS_PREDICTOR_PRESETS["demo"]), features)
+    monkeypatch.setattr(demo_bundle, "load_run", lambda run: (model, get_recipe("synthfoley-lufs-frames"),
+                                                              "triergon train (synthfoley-lufs-frames, step 9)"))
+    files = demo_bundle.bundle_demo(tmp_path / "out", lufs="run")
+    images = torch.rand(2, 128, 128, 3, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(load_dinov2(files.dinov2)(images), features(images, pooling="cls"))
+    assert (files.dinov2 / "model.safetensors").read_bytes() != (SHIPPED.dinov2 / "model.safetensors").read_bytes()
+    a, b = load_predictor(files.predictor).state_dict(), model.predictor.to(torch.float16).state_dict()
+    assert all(torch.equal(a[k].half(), b[k]) for k in b)
+    kept = demo_bundle.bundle_demo(tmp_path / "again", lufs=files.predictor)
+    again = demo_bundle.bundle_demo(tmp_path / "again", lufs=kept.predictor)  # the output's own T_LUFS and DINOv2
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (kept.dinov2 / name).read_bytes() == (files.dinov2 / name).read_bytes() == \
+            (again.dinov2 / name).read_bytes(), name
+
+
 def test_bundle_keeps_the_dit_runs_options_and_takes_its_init_vae(tmp_path, monkeypatch):
     """Without a VAE run, the DiT run's `model.init` gives the VAE (when that file's VAE is trained); the DiT run's
     latent scale and frame-aligned LUFS path go into the bundled checkpoint."""

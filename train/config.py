@@ -135,6 +135,10 @@ class ModelSection:
         init_vae: DiT runs: take the VAE from this checkpoint instead of `model.init`'s (the file the cache was
             made with), e.g. to warm-start a trained DiT and conditioner on a new VAE's latents; the same VAE
             architecture is required.
+        dinov2: T_LUFS runs: a DINOv2 folder (`load_dinov2`) to train together with T_LUFS (beyond the paper, which
+            keeps DINOv2 frozen): `data.path` is then a shard folder, whose frames go through DINOv2 at every step,
+            and the export writes the trained DINOv2 beside T_LUFS. Empty: T_LUFS alone on cached features.
+        dinov2_lr_scale: T_LUFS runs with `dinov2`: DINOv2's learning rate as a share of `optim.lr`.
     """
 
     preset: str = "tiny"
@@ -142,6 +146,12 @@ class ModelSection:
     init_vae: str = ""
     lufs_frame_aligned: bool = False
     latent_scale: float = 0.0
+    dinov2: str = ""
+    dinov2_lr_scale: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.dinov2_lr_scale <= 0:
+            raise ValueError(f"model.dinov2_lr_scale must be > 0, got {self.dinov2_lr_scale}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,8 @@
 The Tri-Ergon checkpoint takes its DiT and conditioner from the DiT run's EMA (with the run's model options: its
 `latent_scale`, the frame-aligned LUFS path), its VAE from the VAE run's EMA, or without a VAE run from the DiT
 run's `model.init` (the VAE its cached latents came from); T_LUFS comes from the T_LUFS run's EMA; the LanguageBind
-towers from the encoder run's EMA, or without one the seeded random towers; DINOv2 is rebuilt (seeded). A part
+towers from the encoder run's EMA, or without one the seeded random towers; DINOv2 from a T_LUFS run that trained
+it (`model.dinov2`), or the folder beside a T_LUFS file given as it is, else it is rebuilt (seeded). A part
 whose run is not given gets seeded random weights of its preset, and the file says so in its metadata (`"trained":
 "false"`, `"trained_parts"`): the placeholders shipped until trained weights exist. Weights are stored in float16
 (the LanguageBind towers in float32).
@@ -14,17 +15,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from ..triergon_core._fs import atomic_write_path
 from ..triergon_core.checkpoint import save_checkpoint
 from ..triergon_core.demo import DemoFiles, is_trained, write_demo_encoders
-from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor, load_predictor, save_predictor
+from ..triergon_core.lufs_predictor import (
+    LUFS_PREDICTOR_PRESETS,
+    LufsPredictor,
+    load_predictor,
+    save_dinov2,
+    save_predictor,
+)
 from ..triergon_core.model import build_model
 from ..triergon_core.presets import get_preset
 from ..triergon_core.sampling import PAPER_SAMPLING, SamplingSettings
 from .export import load_run, save_encoders
+from .trainers.lufs import FramesToLufs
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,14 @@ def _run_model(run_dir: str | os.PathLike, trainer: str, what: str):
                                          _architecture(model.config) != get_preset("demo")):
         raise ValueError(f"{what} {run_dir} trained preset {config.model.preset!r}; the demo bundle takes 'demo' runs")
     return model, config, source
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes] | None:
+    """The files of a DINOv2 folder (config.json, model.safetensors, preprocessor_config.json), or None."""
+    names = ("config.json", "model.safetensors", "preprocessor_config.json")
+    if not all((folder / n).is_file() for n in names):
+        return None
+    return {n: (folder / n).read_bytes() for n in names}
 
 
 def _vae_source(path: str | os.PathLike) -> str:
@@ -64,15 +82,22 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
         vae: the `synthfoley-vae` run folder; None: the DiT run's VAE (`model.init_vae`, else `model.init`) when
             that file holds a trained VAE, else a placeholder VAE.
         dit: the `synthfoley-dit` run folder; None: placeholder DiT and conditioner.
-        lufs: the `synthfoley-lufs` run folder, or a T_LUFS weights file (e.g. the shipped one, to keep it; its
-            `trained_by` is kept); None: placeholder T_LUFS.
+        lufs: the `synthfoley-lufs` (or `synthfoley-lufs-frames`: its DINOv2 becomes `dinov2/`) run folder, or a
+            T_LUFS weights file (e.g. the shipped one, to keep it; its `trained_by` is kept, and the `dinov2/` folder
+            beside it when there is one); None: placeholder T_LUFS.
         encoders: the `synthfoley-encoders` run folder (its EMA towers become `languagebind/`); None: the seeded
             random towers (`tiny_random(embed_dim=128)`). The DiT must have trained on embeddings of these towers
             (the cache made with their export).
         sampling: the sampling settings the model's weights are tuned for, stored in its file (`TriErgon.sampling`:
             the defaults of `triergon demo`, `generate` and the nodes' loader); None: the paper's.
     """
-    files = write_demo_encoders(output, languagebind=encoders is None)
+    # a T_LUFS file keeps the DINOv2 beside it (read first: it may be the output's own)
+    kept_dinov2 = _folder_bytes(Path(lufs).parent / "dinov2") if lufs is not None and os.path.isfile(lufs) else None
+    files = write_demo_encoders(output, languagebind=encoders is None, dinov2=not kept_dinov2)
+    if kept_dinov2:
+        for name, data in kept_dinov2.items():
+            with atomic_write_path(files.dinov2 / name) as tmp:
+                tmp.write_bytes(data)
     if encoders is not None:
         towers, config, source = _run_model(encoders, "encoders", "--encoders")
         save_encoders(towers, files.languagebind, config=config, source=source)
@@ -118,6 +143,9 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
             lufs_meta = {"trained": "true", "trained_by": (f.metadata() or {}).get("trained_by", os.fspath(lufs))}
     elif lufs is not None:
         predictor, _, source = _run_model(lufs, "lufs", "--lufs")
+        if isinstance(predictor, FramesToLufs):  # DINOv2 trained with it: T_LUFS reads that one
+            save_dinov2(predictor.features, files.dinov2)
+            predictor = predictor.predictor
         lufs_meta = {"trained": "true", "trained_by": source}
     else:
         with torch.random.fork_rng(devices=[]):

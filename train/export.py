@@ -2,8 +2,9 @@
 
 DiT runs give a Tri-Ergon checkpoint (`generate` and the nodes load it) with the trained DiT and conditioner
 and the VAE the run started from (`model.init`, or the seeded preset the cache was made with); VAE runs give a
-Tri-Ergon checkpoint whose VAE is the trained one; T_LUFS runs give a T_LUFS checkpoint (`--lufs-predictor`);
-encoder runs give a LanguageBind folder (`--languagebind`).
+Tri-Ergon checkpoint whose VAE is the trained one; T_LUFS runs give a T_LUFS checkpoint (`--lufs-predictor`),
+and those that trained DINOv2 with it also that DINOv2's folder (`dinov2/` beside it); encoder runs give a
+LanguageBind folder (`--languagebind`).
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     source = f"triergon train ({config.recipe}, step {state['step']}, {'EMA' if ema else 'raw'})"
     if config.trainer == "lufs":
-        from ..triergon_core.lufs_predictor import LUFS_PREDICTOR_PRESETS, LufsPredictor
+        from dataclasses import replace
 
-        model = LufsPredictor(config=LUFS_PREDICTOR_PRESETS[config.model.preset])
+        from .trainers.lufs import initial_module
+
+        # the architecture only (no model.init weights: the checkpoint holds them all)
+        model = initial_module(replace(config, model=replace(config.model, init="")))
         model.load_state_dict({k: v.float() for k, v in _weights(state["parts"]["lufs"], ema=ema).items()})
-        return model.eval(), config, source
+        return model.float().eval().requires_grad_(False), config, source
     if config.trainer == "encoders":
         from .trainers.encoders import initial_towers
 
@@ -85,6 +89,21 @@ def save_encoders(towers, output: str | os.PathLike, *, config: TrainConfig, sou
                        tokenizer_from=config.model.init or None, metadata={"trained": "true", "trained_by": source})
 
 
+def save_lufs(model, output: str | os.PathLike, *, source: str) -> Path:
+    """A T_LUFS run's model (`load_run`) as a T_LUFS file; a run that trained its DINOv2 (`model.dinov2`) also writes
+    that DINOv2 as the folder `dinov2/` beside the file (the demo's layout; files already there are replaced), which
+    is the DINOv2 to use with it. Returns the T_LUFS file."""
+    from ..triergon_core.lufs_predictor import save_dinov2, save_predictor
+    from .trainers.lufs import FramesToLufs
+
+    output = Path(output).expanduser()
+    predictor = model.predictor if isinstance(model, FramesToLufs) else model
+    if isinstance(model, FramesToLufs):
+        folder = save_dinov2(model.features, output.parent / "dinov2")
+        logger.info("wrote its trained DINOv2 to %s", folder)
+    return save_predictor(predictor, output, metadata={"trained_by": source})
+
+
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,
                checkpoint: str | os.PathLike | None = None,
                sampling: SamplingSettings | None = None) -> tuple[Path, TrainConfig]:
@@ -111,9 +130,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: b
             raise ValueError("encoder towers are exported in float32 (they are small): leave out --fp16")
         save_encoders(model, output, config=config, source=source)
     elif config.trainer == "lufs":
-        from ..triergon_core.lufs_predictor import save_predictor
-
-        save_predictor(model, output, metadata={"trained_by": source})
+        save_lufs(model, output, source=source)
     else:
         from ..triergon_core.checkpoint import save_checkpoint
 

@@ -95,11 +95,19 @@ class Trainer:
         raise NotImplementedError
 
     # --- helpers for subclasses --------------------------------------------------------------------------
-    def add_part(self, name: str, module: nn.Module, *, lr: float, ema: bool = True, parallel: bool = True) -> Part:
+    def add_part(self, name: str, module: nn.Module, *, lr: float, ema: bool = True, parallel: bool = True,
+                 lr_scales: dict[str, float] | None = None) -> Part:
+        """Add a trained part. `lr_scales`: parameters whose names start with a key train at `lr` times its value
+        (the first key that matches)."""
         o = self.config.optim
         module = module.to(self.device).train()
         net = parallelize(module, self.config.parallel, device=self.device) if parallel else module
-        params = [p for p in module.parameters() if p.requires_grad]
+        groups: dict[float, list[nn.Parameter]] = {}
+        for key, p in module.named_parameters():
+            if p.requires_grad:
+                scale = next((v for prefix, v in (lr_scales or {}).items() if key.startswith(prefix)), 1.0)
+                groups.setdefault(scale, []).append(p)
+        params = [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
         optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         total = self.config.run.steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(

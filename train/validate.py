@@ -5,9 +5,10 @@
 lines are the validation curves of the model card. VAE runs read a shard folder and give the multi-resolution
 STFT distance, the per-window loudness error and bias and the octave-band level error of the reconstructions; DiT
 runs read a cache folder and give the LUFS tracking and stereo placement of audio generated under each clip's
-cached conditions (its measured curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features) and give the
-predicted curve's error in LU; encoder runs read a shard folder and give how often a caption finds its own clip's
-frames and sound among all the clips' (top-1 retrieval).
+cached conditions (its measured curve as E_L); T_LUFS runs read a cache folder (with DINOv2 features; a shard
+folder for runs that trained their DINOv2, `model.dinov2`) and give the predicted curve's error in LU; encoder runs
+read a shard folder and give how often a caption finds its own clip's frames and sound among all the clips' (top-1
+retrieval).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .data.cache import CacheIndex
 from .data.shards import ShardIndex
 from .export import load_run
 from .losses import band_levels, window_loudness
+from .trainers.lufs import FramesToLufs
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +255,28 @@ def read_cache(cache: str | os.PathLike, *, limit: int | None = None,
     return items
 
 
+def read_frame_clips(shards: str | os.PathLike, *, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """The packed clips' frames at 6 fps (`frames` uint8 [T, H, W, 3]) and measured loudness (`lufs` [2, T])."""
+    index = ShardIndex(shards)
+    return [{"frames": torch.from_numpy(index.array(i, "frames.npy")),
+             "lufs": LufsCurve.measure(load_audio(index.read(i, "flac"))).values} for i in list(index)[:limit]]
+
+
+@torch.inference_mode()
+def frame_features(model, clips: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """`read_frame_clips`' clips with the `dinov2` features of a T_LUFS run's own DINOv2 (`FramesToLufs`)."""
+    pooling = model.predictor.config.frame_pooling
+    return [{"dinov2": model.features(c["frames"], pooling=pooling), "lufs": c["lufs"]} for c in clips]
+
+
 def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: int | None = None,
                  ema: bool = True, steps: int = 25, cfg_scale: float = 7.0) -> list[dict]:
     """Score the run's checkpoints not yet in `validation.jsonl`, append them, and return all lines.
 
     Args:
         run_dir: a VAE, DiT, T_LUFS or encoder run folder.
-        data: the validation split's shard folder (VAE, encoders), cache folder (DiT: made with the VAE and encoders the
-            run trained on) or cache folder with DINOv2 features (T_LUFS).
+        data: the validation split's shard folder (VAE, encoders, T_LUFS with its DINOv2 trained), cache folder (DiT:
+            made with the VAE and encoders the run trained on) or cache folder with DINOv2 features (T_LUFS).
         limit: score only the first `limit` clips.
         ema: the EMA weights (default) rather than the raw ones.
         steps, cfg_scale: DiT runs: the sampling settings of the generations.
@@ -282,6 +298,9 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
         elif trainer == "encoders":
             clips = clips if clips is not None else read_encoder_inputs(data, model, limit=limit)
             row = {"step": step, **asdict(retrieval_scores(model, clips))}
+        elif isinstance(model, FramesToLufs):  # T_LUFS with the DINOv2 it trained: features from the shards' frames
+            clips = clips if clips is not None else read_frame_clips(data, limit=limit)
+            row = {"step": step, **asdict(predictor_scores(model.predictor, frame_features(model, clips)))}
         else:
             clips = clips if clips is not None else read_cache(data, limit=limit)
             row = {"step": step, **asdict(predictor_scores(model, clips))}
@@ -295,9 +314,9 @@ def validate_run(run_dir: str | os.PathLike, data: str | os.PathLike, *, limit: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m triergon.train.validate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a VAE, DiT, T_LUFS or encoder run folder")
-    parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE and encoder runs) "
-                                                      "or a cache folder (DiT runs; with DINOv2 features for T_LUFS "
-                                                      "runs)")
+    parser.add_argument("--data", required=True, help="the validation split: a shard folder (VAE and encoder runs, "
+                                                      "T_LUFS runs with model.dinov2) or a cache folder (DiT runs; "
+                                                      "with DINOv2 features for other T_LUFS runs)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     parser.add_argument("--steps", type=int, default=25, help="DiT runs: sampler steps (default 25)")

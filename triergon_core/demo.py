@@ -123,14 +123,15 @@ def warn_if_untrained(path: str | os.PathLike, what: str = "model") -> bool:
     return True
 
 
-def write_demo_encoders(root: str | os.PathLike, *, languagebind: bool = True) -> DemoFiles:
-    """(Re)build the demo's seeded random encoders under `root`: `dinov2/` (`DEMO_DINOV2`) and, with
-    `languagebind`, `languagebind/` (the towers of `LanguageBindEncoders.tiny_random(embed_dim=128)`, where the
-    demo's encoder training starts). Deterministic: the same bytes every time."""
+def write_demo_encoders(root: str | os.PathLike, *, languagebind: bool = True, dinov2: bool = True) -> DemoFiles:
+    """(Re)build the demo's seeded random encoders under `root`, where the demo's training starts: with `dinov2`,
+    `dinov2/` (`DEMO_DINOV2`), and with `languagebind`, `languagebind/` (the towers of
+    `LanguageBindEncoders.tiny_random(embed_dim=128)`). Deterministic: the same bytes every time."""
     files = DemoFiles(root)
     if languagebind:
         save_tiny_random(files.languagebind, embed_dim=get_preset("demo").conditioning.embed_dim, seed=ENCODER_SEED)
-    save_random_dinov2(files.dinov2, seed=DINOV2_SEED, **DEMO_DINOV2)
+    if dinov2:
+        save_random_dinov2(files.dinov2, seed=DINOV2_SEED, **DEMO_DINOV2)
     return files
 
 

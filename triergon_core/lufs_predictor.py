@@ -152,21 +152,11 @@ class FrameFeatures(nn.Module):
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) with the short side scaled to `resize`: what to ask the video reader for."""
-        scale = self.resize / min(height, width)
-        return max(self.crop, round(height * scale)), max(self.crop, round(width * scale))
+        return _frame_size(height, width, self.resize, self.crop)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] float frames [T, H, W, 3] -> normalised [T, 3, crop, crop]."""
-        x = frames.permute(0, 3, 1, 2).float()
-        if frames.dtype == torch.uint8:
-            x = x / 255.0
-        h, w = x.shape[-2:]
-        if min(h, w) != self.resize:
-            x = F.interpolate(x, size=self.frame_size(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-        h, w = x.shape[-2:]
-        top, left = (h - self.crop) // 2, (w - self.crop) // 2
-        x = x[..., top:top + self.crop, left:left + self.crop]
-        return (x - self.mean) / self.std
+        return preprocess_frames(frames, resize=self.resize, crop=self.crop, mean=self.mean, std=self.std)
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor, *, batch_size: int = 32, pooling: str | None = None) -> torch.Tensor:
@@ -179,6 +169,27 @@ class FrameFeatures(nn.Module):
             pixels = self.preprocess(frames[i:i + batch_size]).to(device=param.device, dtype=param.dtype)
             out.append(self.pooled(pixels, pooling).float())
         return torch.cat(out)
+
+
+def _frame_size(height: int, width: int, resize: int, crop: int) -> tuple[int, int]:
+    scale = resize / min(height, width)
+    return max(crop, round(height * scale)), max(crop, round(width * scale))
+
+
+def preprocess_frames(frames: torch.Tensor, *, resize: int, crop: int, mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:
+    """The DINOv2 image processor's steps: uint8 or [0, 1] float frames [T, H, W, 3] -> [T, 3, crop, crop], the short
+    side resized (bicubic) to `resize`, centre-cropped to `crop`, normalised by `mean` / `std` ([1, 3, 1, 1])."""
+    x = frames.permute(0, 3, 1, 2).float()
+    if frames.dtype == torch.uint8:
+        x = x / 255.0
+    h, w = x.shape[-2:]
+    if min(h, w) != resize:
+        x = F.interpolate(x, size=_frame_size(h, w, resize, crop), mode="bicubic", align_corners=False).clamp(0, 1)
+    h, w = x.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    x = x[..., top:top + crop, left:left + crop]
+    return (x - mean.to(x.device)) / std.to(x.device)
 
 
 def _check_pooling(pooling: str) -> str:
@@ -236,21 +247,37 @@ def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) ->
     """Write `random_dinov2(seed=seed, **sizes)` as a Hugging Face DINOv2 folder (config.json with only the chosen
     sizes, model.safetensors, preprocessor_config.json) that `load_dinov2` reads; the same arguments give the same
     bytes. Returns the folder."""
+    features = random_dinov2(seed=seed, **sizes)
+    config = {"model_type": "dinov2", **{k: v for k, v in sizes.items() if k not in ("resize", "crop")}}
+    return save_dinov2(features, folder, config=config)
+
+
+_RUNTIME_CONFIG_KEYS = ("transformers_version", "architectures", "torch_dtype", "dtype", "_name_or_path")
+
+
+def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: dict | None = None) -> Path:
+    """Write DINOv2 frame features (e.g. one trained with T_LUFS) as a Hugging Face DINOv2 folder that `load_dinov2`
+    reads: config.json (`config`; default: the model's settings that differ from `Dinov2Config`'s defaults),
+    model.safetensors (float32) and preprocessor_config.json (its resize, crop, mean and std). Files already in the
+    folder are replaced. Returns the folder."""
     from safetensors.torch import save_file
 
     from ._fs import atomic_write_path
 
-    features = random_dinov2(seed=seed, **sizes)
     root = Path(folder).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    config = {"model_type": "dinov2", **{k: v for k, v in sizes.items() if k not in ("resize", "crop")}}
-    processor = {"do_resize": True, "size": {"shortest_edge": sizes["resize"]}, "do_center_crop": True,
-                 "crop_size": {"height": sizes["crop"], "width": sizes["crop"]}, "do_normalize": True,
-                 "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+    if config is None:
+        config = {k: v for k, v in features.model.config.to_diff_dict().items() if k not in _RUNTIME_CONFIG_KEYS}
+        config["model_type"] = "dinov2"
+    processor = {"do_resize": True, "size": {"shortest_edge": features.resize}, "do_center_crop": True,
+                 "crop_size": {"height": features.crop, "width": features.crop}, "do_normalize": True,
+                 "image_mean": [round(float(v), 6) for v in features.mean.flatten()],
+                 "image_std": [round(float(v), 6) for v in features.std.flatten()],
                  "image_processor_type": "BitImageProcessor"}
     for name, data in (("config.json", config), ("preprocessor_config.json", processor)):
-        (root / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    state = {k: v.contiguous() for k, v in features.model.state_dict().items()}
+        with atomic_write_path(root / name) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    state = {k: v.detach().float().contiguous().cpu() for k, v in features.model.state_dict().items()}
     with atomic_write_path(root / "model.safetensors") as tmp:
         save_file(state, tmp, metadata={"format": "pt"})
     return root

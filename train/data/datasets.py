@@ -156,6 +156,42 @@ class FeatureCrops(Dataset):
                 "weight": torch.tensor(ref.weight)}
 
 
+class FrameCurves(Dataset):
+    """Frames of packed clips at 6 fps as DINOv2's processor prepares them (`prepare`: uint8 [T, H, W, 3] ->
+    [T, 3, S, S]) with the normalised L/R curve measured on the clip's sound (T_LUFS's data when its DINOv2 trains
+    with it): `pixels` [crop frames, 3, S, S], `lufs` [2, crop frames], `mask`. Frames are read from the shards at
+    every step; each clip's curve is measured once and kept."""
+
+    def __init__(self, shards: str | Path, *, crop_frames: int, seed: int, prepare) -> None:
+        self.index = ShardIndex(shards)
+        self.crop, self.seed, self.prepare = crop_frames, seed, prepare
+        self._curves: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def curve(self, index: int) -> torch.Tensor:
+        """The clip's measured loudness [2, T] in LUFS at 6 frames/s (as `triergon data cache` measures it)."""
+        from ...triergon_core.lufs_curve import LufsCurve
+
+        if index not in self._curves:
+            self._curves[index] = LufsCurve.measure(load_audio(self.index.read(index, "flac"))).values
+        return self._curves[index]
+
+    def __getitem__(self, ref: SampleRef) -> dict[str, torch.Tensor]:
+        from ...triergon_core.conditioning import normalize_lufs
+
+        frames = torch.from_numpy(self.index.array(ref.index, "frames.npy"))
+        lufs = normalize_lufs(self.curve(ref.index))
+        total = min(frames.shape[0], lufs.shape[-1])
+        start = _crop_start(total, self.crop, _generator(self.seed, ref))
+        valid = min(total - start, self.crop)
+        pixels = self.prepare(frames[start:start + valid])
+        return {"pixels": F.pad(pixels, (0, 0, 0, 0, 0, 0, 0, self.crop - valid)),
+                "lufs": _fit(lufs[:, :total], start, self.crop), "mask": _mask(valid, self.crop),
+                "weight": torch.tensor(ref.weight)}
+
+
 class EncoderInputs(Dataset):
     """The condition encoders' inputs of each packed clip (the encoder trainer's data), prepared as LanguageBind's
     processors do: `video` [3, frames, size, size] from the clip's 8 LanguageBind frames, `audio` [3, mel bins,
