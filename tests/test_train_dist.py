@@ -87,8 +87,9 @@ def _assert_identical(a, b, where: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def driver_runs(train_data, tmp_path_factory):
-    """One 2-rank launch: the DiT reference run (DDP), the VAE, T_LUFS and encoder smoke runs, and FSDP2 bf16."""
+def driver_runs(train_data, dinov2_dir, tmp_path_factory):
+    """One 2-rank launch: the DiT reference run (DDP), the VAE, T_LUFS (alone and with its DINOv2) and encoder smoke
+    runs, and FSDP2 bf16."""
     out = tmp_path_factory.mktemp("dist")
     cache, shards = train_data["cache"], train_data["shards"]
     runs = [
@@ -97,6 +98,7 @@ def driver_runs(train_data, tmp_path_factory):
         ["vae", "cpu-smoke-vae", ["data.path=" + str(shards), "run.steps=3", "vae_loss.discriminator_start=1"]],
         ["lufs", "cpu-smoke-lufs", ["data.path=" + str(cache), "run.steps=3"]],
         ["encoders", "cpu-smoke-encoders", ["data.path=" + str(shards), "run.steps=3"]],  # negatives gathered
+        ["lufs-frames", "cpu-smoke-lufs", ["data.path=" + str(shards), f"model.dinov2={dinov2_dir}", "run.steps=3"]],
         ["fsdp", "cpu-smoke", ["data.path=" + str(cache), "run.steps=3", "run.save_every=2",
                                "parallel.mode=fsdp", "parallel.param_dtype=bf16", "run.sample_every=3",
                                "run.sample_steps=2"]],
@@ -111,7 +113,7 @@ def driver_runs(train_data, tmp_path_factory):
 def test_ddp_smoke_of_each_trainer(driver_runs):
     out, results = driver_runs
     assert results["world_size"] == 2
-    for name, steps in (("dit", STEPS), ("vae", 3), ("lufs", 3), ("encoders", 3)):
+    for name, steps in (("dit", STEPS), ("vae", 3), ("lufs", 3), ("encoders", 3), ("lufs-frames", 3)):
         assert results[name]["step"] == steps and results[name]["finite"], results[name]
         assert all(map(lambda v: v == v, results[name]["losses"].values())), results[name]
     assert "loss/disc" in results["vae"]["losses"]  # the discriminator joined after its warm-up

@@ -64,6 +64,7 @@ def initial_module(config) -> LufsPredictor | FramesToLufs:
         return predictor
     features = load_dinov2(config.model.dinov2, pooling=predictor.config.frame_pooling)
     features.model.requires_grad_(True)
+    features.model.embeddings.mask_token.requires_grad_(False)  # only for masked-image training: never used here
     return FramesToLufs(predictor, features)
 
 
