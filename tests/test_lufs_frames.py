@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 from _helpers import train_on_cpu
+from safetensors import safe_open
 
 from triergon.train.data.cache import CacheIndex
 from triergon.train.data.datasets import FrameCurves
@@ -78,6 +79,8 @@ def test_a_run_trains_dinov2_with_tlufs_resumes_exports_and_validates(train_data
     # the export: T_LUFS and its DINOv2 folder, which predict as the run's (EMA) model
     out, config = export_run(tmp_path / "run", tmp_path / "export" / "lufs.safetensors")
     assert config.trainer == "lufs" and (tmp_path / "export" / "dinov2" / "config.json").is_file()
+    with safe_open(str(tmp_path / "export" / "dinov2" / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["trained_by"] == "triergon train (cpu-smoke-lufs, step 8, EMA)"
     predictor, features = load_predictor(out), load_dinov2(tmp_path / "export" / "dinov2")
     item = _frames_data(train_data["shards"], features)[SampleRef(index=1, epoch=0, weight=1.0)]
     valid = int(item["mask"].sum())

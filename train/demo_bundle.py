@@ -144,7 +144,7 @@ def bundle_demo(output: str | os.PathLike, *, vae: str | os.PathLike | None = No
     elif lufs is not None:
         predictor, _, source = _run_model(lufs, "lufs", "--lufs")
         if isinstance(predictor, FramesToLufs):  # DINOv2 trained with it: T_LUFS reads that one
-            save_dinov2(predictor.features, files.dinov2)
+            save_dinov2(predictor.features, files.dinov2, metadata={"trained": "true", "trained_by": source})
             predictor = predictor.predictor
         lufs_meta = {"trained": "true", "trained_by": source}
     else:

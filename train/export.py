@@ -99,7 +99,8 @@ def save_lufs(model, output: str | os.PathLike, *, source: str) -> Path:
     output = Path(output).expanduser()
     predictor = model.predictor if isinstance(model, FramesToLufs) else model
     if isinstance(model, FramesToLufs):
-        folder = save_dinov2(model.features, output.parent / "dinov2")
+        folder = save_dinov2(model.features, output.parent / "dinov2", metadata={"trained": "true",
+                                                                              "trained_by": source})
         logger.info("wrote its trained DINOv2 to %s", folder)
     return save_predictor(predictor, output, metadata={"trained_by": source})
 

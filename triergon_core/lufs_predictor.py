@@ -255,11 +255,13 @@ def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) ->
 _RUNTIME_CONFIG_KEYS = ("transformers_version", "architectures", "torch_dtype", "dtype", "_name_or_path")
 
 
-def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: dict | None = None) -> Path:
+def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: dict | None = None,
+                metadata: dict[str, str] | None = None) -> Path:
     """Write DINOv2 frame features (e.g. one trained with T_LUFS) as a Hugging Face DINOv2 folder that `load_dinov2`
     reads: config.json (`config`; default: the model's settings that differ from `Dinov2Config`'s defaults),
-    model.safetensors (float32) and preprocessor_config.json (its resize, crop, mean and std). Files already in the
-    folder are replaced. Returns the folder."""
+    model.safetensors (float32; extra string `metadata` in its header, e.g. `trained_by`) and
+    preprocessor_config.json (its resize, crop, mean and std). Files already in the folder are replaced. Returns the
+    folder."""
     from safetensors.torch import save_file
 
     from ._fs import atomic_write_path
@@ -279,7 +281,7 @@ def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: d
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     state = {k: v.detach().float().contiguous().cpu() for k, v in features.model.state_dict().items()}
     with atomic_write_path(root / "model.safetensors") as tmp:
-        save_file(state, tmp, metadata={"format": "pt"})
+        save_file(state, tmp, metadata={**(metadata or {}), "format": "pt"})
     return root
 
 
