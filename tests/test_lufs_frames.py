@@ -4,6 +4,7 @@ that predict as the run's model, and validation reads shards."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -79,6 +80,8 @@ def test_a_run_trains_dinov2_with_tlufs_resumes_exports_and_validates(train_data
     # the export: T_LUFS and its DINOv2 folder, which predict as the run's (EMA) model
     out, config = export_run(tmp_path / "run", tmp_path / "export" / "lufs.safetensors")
     assert config.trainer == "lufs" and (tmp_path / "export" / "dinov2" / "config.json").is_file()
+    exported_config = (tmp_path / "export" / "dinov2" / "config.json").read_text()
+    assert json.loads(exported_config) == json.loads((dinov2_dir / "config.json").read_text())  # the start's config
     with safe_open(str(tmp_path / "export" / "dinov2" / "model.safetensors"), framework="pt") as f:
         assert f.metadata()["trained_by"] == "triergon train (cpu-smoke-lufs, step 8, EMA)"
     predictor, features = load_predictor(out), load_dinov2(tmp_path / "export" / "dinov2")

@@ -121,14 +121,16 @@ class FrameFeatures(nn.Module):
 
     Preprocessing follows the DINOv2 image processor: resize the short side to `resize` (256), centre-crop
     `crop` (224), ImageNet mean/std; values come from the folder's `preprocessor_config.json` when present.
+    `config_json`: the config.json it was loaded from (`save_dinov2` writes it back), or None.
     """
 
     def __init__(self, model: nn.Module, *, resize: int = 256, crop: int = 224,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 pooling: str = "cls") -> None:
+                 pooling: str = "cls", config_json: dict | None = None) -> None:
         super().__init__()
         _check_pooling(pooling)
         self.model, self.resize, self.crop, self.pooling = model, resize, crop, pooling
+        self.config_json = config_json
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -211,13 +213,14 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
         raise FileNotFoundError(f"DINOv2 folder not found: {folder} (download e.g. facebook/dinov2-base there)")
     if not config_file.is_file():
         raise ValueError(f"{folder} has no config.json: give the folder of a Hugging Face DINOv2 model")
-    kind = json.loads(config_file.read_text()).get("model_type")
+    config_json = json.loads(config_file.read_text())
+    kind = config_json.get("model_type")
     if kind != "dinov2":
         raise ValueError(f"{folder} holds a {kind!r} model, not DINOv2 (model_type 'dinov2' expected)")
     from transformers import Dinov2Model
 
     model = Dinov2Model.from_pretrained(folder, local_files_only=True).to(device).eval()
-    kwargs = {"pooling": pooling}
+    kwargs = {"pooling": pooling, "config_json": config_json}
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
         cfg = json.loads(processor.read_text())
@@ -258,7 +261,8 @@ _RUNTIME_CONFIG_KEYS = ("transformers_version", "architectures", "torch_dtype", 
 def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: dict | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
     """Write DINOv2 frame features (e.g. one trained with T_LUFS) as a Hugging Face DINOv2 folder that `load_dinov2`
-    reads: config.json (`config`; default: the model's settings that differ from `Dinov2Config`'s defaults),
+    reads: config.json (`config`; default: the one it was loaded from, else the model's settings that differ from
+    `Dinov2Config`'s defaults),
     model.safetensors (float32; extra string `metadata` in its header, e.g. `trained_by`) and
     preprocessor_config.json (its resize, crop, mean and std). Files already in the folder are replaced. Returns the
     folder."""
@@ -268,6 +272,7 @@ def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: d
 
     root = Path(folder).expanduser()
     root.mkdir(parents=True, exist_ok=True)
+    config = config or features.config_json
     if config is None:
         config = {k: v for k, v in features.model.config.to_diff_dict().items() if k not in _RUNTIME_CONFIG_KEYS}
         config["model_type"] = "dinov2"
