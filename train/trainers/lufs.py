@@ -1,8 +1,8 @@
 """The T_LUFS trainer: MSE (or L1, `lufs_loss.kind`) between predicted and measured normalised L/R curves, from cached
 DINOv2 features, or (`model.dinov2`, beyond the paper) from frames, with DINOv2 trained together with T_LUFS.
 
-A frozen DINOv2 that has not learnt what moves in a scene (the demo's is random) gives features in which a knock
-or a passing source hardly shows; trained with T_LUFS it learns what in the frames predicts the sound's level.
+That is for a DINOv2 that has not learnt what in a scene makes sound, as the demo's random one: T_LUFS on its frozen
+features predicted the test clips' curves to 3.46 LU, trained together with it to 3.12 (the demo model card).
 """
 
 from __future__ import annotations
