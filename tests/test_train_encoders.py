@@ -154,7 +154,7 @@ def test_gathered_negatives_on_two_ranks_equal_one_process_with_the_global_batch
     gathered, local = ranks[True], ranks[False]
     torch.testing.assert_close(gathered["per_sample"], per_sample, rtol=1e-6, atol=1e-6)
     assert torch.equal(gathered["hit"], hit) and hit.any() and not hit[real].all()
-    for got, want in zip(gathered["grads"], grads, strict=True):  # measured: 6e-7 at most, on gradients up to 27
+    for got, want in zip(gathered["grads"], grads, strict=True):  # measured: 2.4e-7 at most, on gradients up to 7
         torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
     fewer = per_sample[real] - local["per_sample"][real]  # fewer negatives: a loss no higher, here lower by up to 3
     assert fewer.min() > -1e-6 and fewer.max() > 1, fewer
