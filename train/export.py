@@ -35,8 +35,8 @@ def load_run(run_dir: str | os.PathLike, *, ema: bool = True, checkpoint: str | 
     where they came from (for checkpoint metadata).
 
     DiT and VAE runs give a `TriErgon` (the trained parts, the rest as the run started: see the module doc),
-    T_LUFS runs a `LufsPredictor`, encoder runs the `EncoderTowers` (the run's config in `run_config`); float32,
-    eval.
+    T_LUFS runs a `LufsPredictor` (a `FramesToLufs`, T_LUFS with its DINOv2, when the run trained DINOv2), encoder
+    runs the `EncoderTowers` (the run's config in `run_config`); float32, eval.
 
     Args:
         run_dir: the run folder.
@@ -97,12 +97,12 @@ def save_lufs(model, output: str | os.PathLike, *, source: str) -> Path:
     from .trainers.lufs import FramesToLufs
 
     output = Path(output).expanduser()
-    predictor = model.predictor if isinstance(model, FramesToLufs) else model
     if isinstance(model, FramesToLufs):
         folder = save_dinov2(model.features, output.parent / "dinov2", metadata={"trained": "true",
                                                                               "trained_by": source})
         logger.info("wrote its trained DINOv2 to %s", folder)
-    return save_predictor(predictor, output, metadata={"trained_by": source})
+        model = model.predictor
+    return save_predictor(model, output, metadata={"trained_by": source})
 
 
 def export_run(run_dir: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False, ema: bool = True,

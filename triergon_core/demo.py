@@ -6,13 +6,14 @@ The files live in the package (`weights/demo/`, also in the wheel); nothing is d
     languagebind/video, audio/   the condition encoders: LanguageBind's towers at small size (`TINY_CONFIGS`),
                                  128-wide, trained on SynthFoley from the seeded random towers (`synthfoley-encoders`),
                                  in the released folder layout
-    dinov2/                      DINOv2 at small size (`DEMO_DINOV2`), frozen, seeded random weights: T_LUFS's features
+    dinov2/                      DINOv2 at small size (`DEMO_DINOV2`), trained with T_LUFS from seeded random weights
+                                 (`synthfoley-lufs-frames`): T_LUFS's features
     lufs-predictor.safetensors   T_LUFS (`demo` preset)
     MODEL_CARD.md                data, recipes, training time, scores, limits
 
 A weights file whose safetensors metadata says `"trained": "false"` holds seeded random placeholder weights (see
-`train/demo_bundle.py`); loading one logs a warning. `write_demo_encoders` rebuilds the DINOv2 folder byte for byte,
-and the random LanguageBind towers the encoder training started from.
+`train/demo_bundle.py`); loading one logs a warning. `write_demo_encoders` rebuilds, byte for byte, the seeded random
+DINOv2 and LanguageBind towers that their trainings started from.
 """
 
 from __future__ import annotations

@@ -234,7 +234,8 @@ def random_dinov2(*, seed: int, hidden_size: int, num_hidden_layers: int, num_at
                   image_size: int, patch_size: int, resize: int, crop: int, pooling: str = "cls") -> FrameFeatures:
     """DINOv2's architecture (transformers `Dinov2Model`) at the given sizes with seeded random weights
     (`languagebind_towers.init_random_`: the same seed gives the same weights in any process), as `FrameFeatures`
-    preprocessing frames to `resize` / `crop`. Its features carry no learned meaning."""
+    preprocessing frames to `resize` / `crop`, its `config_json` only the chosen sizes. Its features carry no
+    learned meaning."""
     from transformers import Dinov2Config, Dinov2Model
 
     from .languagebind_towers import init_random_
@@ -243,26 +244,25 @@ def random_dinov2(*, seed: int, hidden_size: int, num_hidden_layers: int, num_at
                           num_attention_heads=num_attention_heads, image_size=image_size, patch_size=patch_size)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False):  # the constructor's init draws globally
         model = init_random_(Dinov2Model(config), torch.Generator().manual_seed(seed))
-    return FrameFeatures(model.eval().requires_grad_(False), resize=resize, crop=crop, pooling=pooling)
+    config_json = {"model_type": "dinov2", "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                   "num_attention_heads": num_attention_heads, "image_size": image_size, "patch_size": patch_size}
+    return FrameFeatures(model.eval().requires_grad_(False), resize=resize, crop=crop, pooling=pooling,
+                         config_json=config_json)
 
 
 def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) -> Path:
     """Write `random_dinov2(seed=seed, **sizes)` as a Hugging Face DINOv2 folder (config.json with only the chosen
     sizes, model.safetensors, preprocessor_config.json) that `load_dinov2` reads; the same arguments give the same
     bytes. Returns the folder."""
-    features = random_dinov2(seed=seed, **sizes)
-    config = {"model_type": "dinov2", **{k: v for k, v in sizes.items() if k not in ("resize", "crop")}}
-    return save_dinov2(features, folder, config=config)
+    return save_dinov2(random_dinov2(seed=seed, **sizes), folder)
 
 
 _RUNTIME_CONFIG_KEYS = ("transformers_version", "architectures", "torch_dtype", "dtype", "_name_or_path")
 
 
-def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: dict | None = None,
-                metadata: dict[str, str] | None = None) -> Path:
+def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
     """Write DINOv2 frame features (e.g. one trained with T_LUFS) as a Hugging Face DINOv2 folder that `load_dinov2`
-    reads: config.json (`config`; default: the one it was loaded from, else the model's settings that differ from
-    `Dinov2Config`'s defaults),
+    reads: config.json (its `config_json`, else the model's settings that differ from `Dinov2Config`'s defaults),
     model.safetensors (float32; extra string `metadata` in its header, e.g. `trained_by`) and
     preprocessor_config.json (its resize, crop, mean and std). Files already in the folder are replaced. Returns the
     folder."""
@@ -272,7 +272,7 @@ def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, config: d
 
     root = Path(folder).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    config = config or features.config_json
+    config = features.config_json
     if config is None:
         config = {k: v for k, v in features.model.config.to_diff_dict().items() if k not in _RUNTIME_CONFIG_KEYS}
         config["model_type"] = "dinov2"
