@@ -205,7 +205,9 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
     """Load DINOv2 from a local folder (a Hugging Face `facebook/dinov2-*` download); nothing is fetched. `pooling`:
     the frame features' default pooling (`FrameFeatures`; `predict_lufs` uses its predictor's).
 
-    Raises a ValueError naming the folder when it is missing, has no config, or holds another model type.
+    Raises a ValueError naming the folder when it is missing, has no config, holds another model type, or has
+    weights that do not all load into this transformers version's `Dinov2Model` (transformers itself would only
+    warn and leave them random).
     """
     folder = Path(folder).expanduser()
     config_file = folder / "config.json"
@@ -219,7 +221,16 @@ def load_dinov2(folder: str | os.PathLike, *, device: torch.device | str = "cpu"
         raise ValueError(f"{folder} holds a {kind!r} model, not DINOv2 (model_type 'dinov2' expected)")
     from transformers import Dinov2Model
 
-    model = Dinov2Model.from_pretrained(folder, local_files_only=True).to(device).eval()
+    model, info = Dinov2Model.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ()) + [k for k, *_ in info.get("mismatched_keys") or ()]
+    if missing:  # transformers only warns, and leaves these weights random
+        import transformers
+
+        raise ValueError(f"{folder}: {len(missing)} DINOv2 weights do not load into transformers "
+                         f"{transformers.__version__}'s Dinov2Model (e.g. {missing[0]}; the file has e.g. "
+                         f"{sorted(info.get('unexpected_keys') or ['nothing else'])[0]}): a file in another key "
+                         "layout? `save_dinov2` writes the released checkpoints' layout, which every version reads")
+    model = model.to(device).eval()
     kwargs = {"pooling": pooling, "config_json": config_json}
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
@@ -259,11 +270,35 @@ def save_random_dinov2(folder: str | os.PathLike, *, seed: int, **sizes: int) ->
 
 _RUNTIME_CONFIG_KEYS = ("transformers_version", "architectures", "torch_dtype", "dtype", "_name_or_path")
 
+# Recent transformers (5.2x) name DINOv2's attention projections q/k/v/o_proj and split the SwiGLU FFN's input
+# projection in two, renaming the released checkpoints' keys as it loads them; earlier versions (4.x, early 5.x)
+# use the released names and leave unknown keys' weights random, with a warning only. So files are written in
+# the released layout, which every version reads (as `save_pretrained` does).
+_RELEASED_NAMES = ((".attention.q_proj.", ".attention.attention.query."),
+                   (".attention.k_proj.", ".attention.attention.key."),
+                   (".attention.v_proj.", ".attention.attention.value."),
+                   (".attention.o_proj.", ".attention.output.dense."),
+                   (".mlp.down_proj.", ".mlp.weights_out."))
+
+
+def _released_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`model.state_dict()` (a transformers `Dinov2Model`, any version) under the released checkpoints' key names."""
+    state = {}
+    for key, value in model.state_dict().items():
+        for name, released in _RELEASED_NAMES:
+            key = key.replace(name, released)
+        state[key] = value
+    for gate in [k for k in state if ".mlp.gate_proj." in k]:  # SwiGLU: weights_in = [gate; up] along dim 0
+        up = gate.replace(".gate_proj.", ".up_proj.")
+        state[gate.replace(".gate_proj.", ".weights_in.")] = torch.cat([state.pop(gate), state.pop(up)])
+    return state
+
 
 def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
     """Write DINOv2 frame features (e.g. one trained with T_LUFS) as a Hugging Face DINOv2 folder that `load_dinov2`
     reads: config.json (its `config_json`, else the model's settings that differ from `Dinov2Config`'s defaults),
-    model.safetensors (float32; extra string `metadata` in its header, e.g. `trained_by`) and
+    model.safetensors (float32, in the released checkpoints' key layout, which every transformers version loads;
+    extra string `metadata` in its header, e.g. `trained_by`) and
     preprocessor_config.json (its resize, crop, mean and std). Files already in the folder are replaced. Returns the
     folder."""
     from safetensors.torch import save_file
@@ -284,7 +319,7 @@ def save_dinov2(features: FrameFeatures, folder: str | os.PathLike, *, metadata:
     for name, data in (("config.json", config), ("preprocessor_config.json", processor)):
         with atomic_write_path(root / name) as tmp:
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    state = {k: v.detach().float().contiguous().cpu() for k, v in features.model.state_dict().items()}
+    state = {k: v.detach().float().contiguous().cpu() for k, v in _released_state_dict(features.model).items()}
     with atomic_write_path(root / "model.safetensors") as tmp:
         save_file(state, tmp, metadata={**(metadata or {}), "format": "pt"})
     return root
