@@ -43,6 +43,38 @@ def triton_is_interpreted() -> bool:
     return isinstance(tl.standard.max, InterpretedFunction)
 
 
+def interpreter_loop_problem() -> str | None:
+    """Why Triton's interpreter cannot run a loop over a length given at run time here, or None when it can.
+    Triton 3.6's interpreter turns such a length into a Python int with `int()` of a one-element array, which
+    NumPy 2.4 and later refuse (2.3 warns; Triton 3.8 squeezes it first); the attention kernels loop over their
+    key length. Measured: Triton 3.6 with NumPy 2.3 passes every attention kernel test."""
+    import numpy as np
+    import triton
+    import triton.language as tl
+
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"  # read when a function is jitted and when it is launched
+    try:
+        @triton.jit
+        def count(out_ptr, n):
+            total = 0.0
+            for _ in range(0, n, 1):
+                total += 1.0
+            tl.store(out_ptr, total)
+
+        out = torch.zeros(1)
+        count[(1,)](out, 3)
+    except Exception as err:  # InterpreterError, whatever it wraps
+        return (f"Triton {triton.__version__}'s interpreter cannot loop over a run-time length with NumPy "
+                f"{np.__version__} ({err}); Triton 3.8 can")
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+    return None if out.item() == 3 else "Triton's interpreter miscounts a loop over a run-time length"
+
+
 def max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """Largest absolute difference relative to the largest magnitude of the expected tensor."""
     actual, expected = actual.detach().double(), expected.detach().double()

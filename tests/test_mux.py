@@ -124,16 +124,18 @@ def test_mux_copies_video_and_encodes_audio(sources, tmp_path, source, ext, code
     expected = round(before.duration * SR)
     if codec == "aac":
         assert back.audio_frame_size == AAC_FRAME
-        # the decoder outputs whole frames: up to 1023 padding samples past the end, never fewer samples
-        assert back.audio_samples.shape[1] == -(-expected // AAC_FRAME) * AAC_FRAME
+        # FFmpeg <= 8 decodes whole frames: up to 1023 padding samples past the end, never fewer samples; FFmpeg 9
+        # (PyAV 19) trims the padding to the length the container records (Matroska's to its 1 ms clock)
+        decoded_samples = back.audio_samples.shape[1]
+        assert decoded_samples == -(-expected // AAC_FRAME) * AAC_FRAME or abs(decoded_samples - expected) <= clock * SR
         assert -clock <= decoded_end - video_end < AAC_FRAME / SR + clock
         if ext in ("mp4", "mov"):  # the edit list / last packet duration record the exact length
             assert back.audio_packet_end == pytest.approx(video_end, abs=1 / SR)
         else:
             assert abs(back.audio_packet_end - video_end) < AAC_FRAME / SR + clock
-        decoded = back.audio_samples[:, :expected]
+        n = min(decoded_samples, expected)
         for channel in range(2):  # aligned to the sample: a 1-sample shift of the sweep drops this to ~0.94
-            assert correlation(decoded[channel], signal[channel, :expected]) > 0.99
+            assert correlation(back.audio_samples[channel, :n], signal[channel, :n]) > 0.99
     else:
         # FLAC: no priming, no padding: exactly the video's length, bit-exact 16-bit codes
         assert back.audio_samples.dtype == np.int16

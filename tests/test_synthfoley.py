@@ -249,8 +249,11 @@ def test_written_clip_holds_the_rendered_frames_and_audio(tmp_path, size, fps):
     assert flac.shape == (2, round(len(clip.frames) / clip.fps * SR))
     n = min(flac.shape[1], clip.audio.shape[1])
     assert np.abs(flac[:, :n] - clip.audio[:, :n]).max() < 1 / 32768 and not flac[:, n:].any()
-    muxed = load_audio(tmp_path / row["video"]).numpy()[:, :clip.audio.shape[1]]
-    assert np.corrcoef(muxed.ravel(), clip.audio.ravel())[0, 1] > 0.98  # AAC, aligned with the video's start
+    # AAC, aligned with the video's start; as long as the video (FFmpeg 9 trims the last frame's padding)
+    muxed = load_audio(tmp_path / row["video"]).numpy()
+    assert muxed.shape[1] >= flac.shape[1] - 1
+    n = min(muxed.shape[1], clip.audio.shape[1])
+    assert np.corrcoef(muxed[:, :n].ravel(), clip.audio[:, :n].ravel())[0, 1] > 0.98
 
 
 def test_a_stopped_run_keeps_the_manifest_of_finished_clips(tmp_path, monkeypatch):
