@@ -2,53 +2,93 @@
 # Kernel checks, then the real-time-factor and kernel benchmarks, on a freshly started GPU machine that reaches
 # the package registries, in one call within BUDGET_S seconds (benchmarks/README.md has the details).
 #
-#   bash benchmarks/run_gpu.sh              # on the GPU machine: install, kernel tests, ceilings, RTF, kernels
-#   bash benchmarks/run_gpu.sh --dry-run    # the same steps on the CPU with tiny sizes (checks the script)
-#   bash benchmarks/run_gpu.sh --no-install # use PYTHON's environment as it is (triergon already installed)
+#   bash benchmarks/run_gpu.sh                  # on the GPU machine: install, kernel tests, ceilings, RTF, kernels
+#   bash benchmarks/run_gpu.sh --dry-run        # the same steps on the CPU with tiny sizes (checks the script)
+#   bash benchmarks/run_gpu.sh --no-install     # use PYTHON's environment as it is (triergon already installed)
+#   bash benchmarks/run_gpu.sh --wheels DIR     # a GPU machine without registries: install offline from DIR
+#   bash benchmarks/run_gpu.sh --download-wheels DIR   # (where the registries are) fill DIR for that machine
 #
-# Environment: PYTHON (default python3), BUDGET_S (default 840), OUT (a folder that also receives the logs,
-# JSON and the table), TRIERGON_VENV (where a venv is made when PYTHON is not in one; default /tmp/triergon-venv).
+# Environment: PYTHON (default python3), BUDGET_S (default 840), OUT (a folder that receives the run's log as it
+# goes, then the table, the kernel report and every raw file in one archive: at most 4 files), TRIERGON_VENV (where
+# a venv is made when PYTHON is not in one; default /tmp/triergon-venv); for --download-wheels, WHEELS_PYTHON (the
+# GPU machine's Python, default 3.12) and WHEELS_EXTRA (more requirements to fetch, space-separated).
 #
 # Install: like any user, `pip install -e .[dev]` from the registries. If PYTHON already runs in a virtual
 # environment (GPU images ship one holding PyTorch), the project goes into it, so its CUDA PyTorch is kept;
-# otherwise a venv with --system-site-packages is made, for the same reason. Nothing is carried.
+# otherwise a venv with --system-site-packages is made, for the same reason. Nothing is carried. With
+# --wheels DIR, pip reaches no index: `pip install -e .` takes what the environment lacks from DIR (the build's
+# setuptools too), and the test tools must already be there. --download-wheels DIR fetches, for WHEELS_PYTHON on
+# x86-64 Linux, what a GPU image with PyTorch, transformers, SciPy, matplotlib and pytest usually lacks: PyAV,
+# pyloudnorm and setuptools (35 MB).
 # Order (most important first, each step under `timeout`, skipped when the budget is spent): the whole kernel
 # test suite on the card (attention and Snake, bf16 included, seeded by tests/conftest.py), the card's
 # ceilings, the RTF of the presets (eager reference path vs the optimised ones: conditioning prepared once, the
-# step compiled with CUDA graphs; and the offloaded VAE's memory and cost; bf16), then the kernel benchmarks. It prints one table and writes it to benchmarks/results/<date>-<card>.md. Exit status: 0 all
-# passed, 1 a step failed or timed out, 2 no GPU, 3 the install failed.
+# step compiled with CUDA graphs; and the offloaded VAE's memory and cost; bf16), then the kernel benchmarks. It
+# prints one table and writes it to benchmarks/results/<date>-<card>.md. Exit status: 0 all passed, 1 a step
+# failed or timed out, 2 no GPU (or a wrong option), 3 the install failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 3
 ROOT=$PWD
 PY=${PYTHON:-python3}
 DRY=0
 INSTALL=1
-for arg in "$@"; do
-    case $arg in
+WHEELS=
+FETCH=
+ARGS="$*"
+while (($#)); do
+    case $1 in
         --dry-run) DRY=1 ;;
         --no-install) INSTALL=0 ;;
+        --wheels | --download-wheels)
+            if [[ -z ${2:-} ]]; then
+                echo "run_gpu.sh: $1 needs a folder"
+                exit 2
+            fi
+            if [[ $1 == --wheels ]]; then WHEELS=$(realpath -m "$2"); else FETCH=$2; fi
+            shift
+            ;;
         -h | --help)
-            sed -n '2,20p' "${BASH_SOURCE[0]}"
+            sed -n '2,28p' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *)
-            echo "run_gpu.sh: unknown option $arg (use --dry-run, --no-install or --help)"
+            echo "run_gpu.sh: unknown option $1 (use --dry-run, --no-install, --wheels DIR, --download-wheels DIR or --help)"
             exit 2
             ;;
     esac
+    shift
 done
+
+if [[ -n $FETCH ]]; then # the offline GPU machine's wheels, fetched here; the run itself happens there
+    v=${WHEELS_PYTHON:-3.12}
+    platforms=()
+    for tag in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014; do platforms+=(--platform "${tag}_x86_64"); done
+    # PyAV and pyloudnorm as requirements.txt asks for them, the build backend as pyproject.toml does
+    mapfile -t wanted < <(grep -E '^(av|pyloudnorm)\b' requirements.txt; grep -oE '"setuptools[>=~][^"]*' pyproject.toml | tr -d '"')
+    # shellcheck disable=SC2086  # WHEELS_EXTRA is a list of requirements
+    "$PY" -m pip download --no-deps --only-binary=:all: --python-version "$v" --implementation cp "${platforms[@]}" \
+        -d "$FETCH" "${wanted[@]}" ${WHEELS_EXTRA:-} || exit 3
+    echo "run_gpu.sh: wheels for Python $v in $FETCH ($(du -sh "$FETCH" | cut -f1)); there: bash benchmarks/run_gpu.sh --wheels $FETCH"
+    exit 0
+fi
+if [[ -n $WHEELS && ! -d $WHEELS ]]; then
+    echo "run_gpu.sh: --wheels $WHEELS is not a folder"
+    exit 2
+fi
 
 START=$SECONDS
 BUDGET=${BUDGET_S:-840}
 RESULTS=benchmarks/results
-RAW=${OUT:-$RESULTS/raw}
+RAW=$RESULTS/raw/$( ((DRY)) && echo dry-run-)$(date -u +%Y%m%dT%H%M%SZ) # this run's raw files
 if ((DRY)); then
-    RESULTS=${RAW}/dry-run
+    RESULTS=$RAW
 fi
-mkdir -p "$RAW" "$RESULTS"
+mkdir -p "$RAW" "$RESULTS" ${OUT:+"$OUT"}
 CHECKS=$RAW/checks.tsv
 : > "$CHECKS"
-exec > >(tee -a "$RAW/run.log") 2>&1
+LOG=${OUT:-$RAW}/run.log # in OUT from the start, so that a run cut short still brings its log back
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
 echo "run_gpu.sh: $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown)," \
     "budget ${BUDGET} s$( ((DRY)) && echo ', DRY RUN on the CPU with tiny sizes')"
 
@@ -72,6 +112,12 @@ step() { # name, longest seconds, command...: runs it under `timeout` within the
     esac
     printf '%s\t%s\t%s\n' "$name" "$result" $((SECONDS - t0)) >> "$CHECKS"
     echo "=== $name: $result in $((SECONDS - t0)) s"
+    pack
+}
+
+pack() { # every raw file so far, as one archive in OUT (a device call brings back only a few files)
+    [[ -n ${OUT:-} ]] && tar -czf "$OUT/raw.tar.gz" -C "$RAW" . 2> /dev/null
+    return 0
 }
 
 # (a) a CUDA GPU (not for a dry run)
@@ -82,7 +128,8 @@ if ((!DRY)); then
     fi
 fi
 
-# (b) install like any user: the project, editable, with its test extras, from the registries
+# (b) install like any user: the project, editable, with its test extras, from the registries (or offline from
+# --wheels DIR: the project and what it lacks, the test tools as they are)
 if ((INSTALL)); then
     if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
         VENV=${TRIERGON_VENV:-/tmp/triergon-venv}
@@ -90,14 +137,27 @@ if ((INSTALL)); then
         "$PY" -m venv --system-site-packages "$VENV" || exit 3
         PY=$VENV/bin/python
     fi
-    echo "=== pip install -e .[dev] into $("$PY" -c 'import sys; print(sys.prefix)')"
+    if [[ -n $WHEELS ]]; then
+        what="pip install -e . (offline, from $WHEELS)"
+        pip_args=(--no-index --find-links "$WHEELS" -e "$ROOT")
+    else
+        what="pip install -e .[dev]"
+        pip_args=(-e "${ROOT}[dev]")
+    fi
+    echo "=== $what into $("$PY" -c 'import sys; print(sys.prefix)')"
     t0=$SECONDS
-    if ! timeout $((BUDGET / 2)) "$PY" -m pip install --quiet --disable-pip-version-check -e "${ROOT}[dev]"; then
-        echo "run_gpu.sh: pip could not install the project and its test extras (above): this script needs the"
-        echo "package registries (pip's own PIP_INDEX_URL / PIP_FIND_LINKS settings apply)."
+    if ! timeout $((BUDGET / 2)) "$PY" -m pip install --quiet --disable-pip-version-check "${pip_args[@]}"; then
+        if [[ -n $WHEELS ]]; then
+            echo "run_gpu.sh: pip found no wheel in $WHEELS for what this environment lacks (above). Where the"
+            echo "registries are: WHEELS_PYTHON=$("$PY" -c 'import sys; print(*sys.version_info[:2], sep=".")')" \
+                "WHEELS_EXTRA='<the missing requirements>' bash benchmarks/run_gpu.sh --download-wheels DIR"
+        else
+            echo "run_gpu.sh: pip could not install the project and its test extras (above): this script needs the"
+            echo "package registries (pip's own PIP_INDEX_URL / PIP_FIND_LINKS settings apply), or --wheels DIR."
+        fi
         exit 3
     fi
-    printf '%s\t%s\t%s\n' "install (pip install -e .[dev])" PASS $((SECONDS - t0)) >> "$CHECKS"
+    printf '%s\t%s\t%s\n' "install ($what)" PASS $((SECONDS - t0)) >> "$CHECKS"
 fi
 if ! "$PY" -c "import triergon, pytest, pytest_benchmark"; then
     echo "run_gpu.sh: triergon, pytest or pytest-benchmark does not import with $PY (above)"
@@ -159,7 +219,7 @@ bench_files=("$RAW"/bench_*.json)
 {
     echo "# $card, $(date -u +%F), commit $(git rev-parse --short HEAD 2> /dev/null || echo unknown)"
     echo
-    echo "Command: \`bash benchmarks/run_gpu.sh $*\`; $( ((DRY)) && echo 'DRY RUN: CPU, tiny sizes; not a measurement')"
+    echo "Command: \`bash benchmarks/run_gpu.sh $ARGS\`; $( ((DRY)) && echo 'DRY RUN: CPU, tiny sizes; not a measurement')"
     echo
     "$PY" -m benchmarks.bench_rtf --summarize "${rtf_files[@]}" /dev/null
     echo
@@ -171,7 +231,12 @@ if ((${#bench_files[@]})); then
     "$PY" benchmarks/report.py "${bench_files[@]}" --ceilings "$RAW/ceilings.json" --checks "$CHECKS" \
         --out "$RAW/kernels-$name" > /dev/null || echo "run_gpu.sh: the kernel report failed (above)"
 fi
-[[ $RAW == "$RESULTS"* ]] || cp "$RESULTS/$name" "$RAW/$name"
+[[ $RESULTS == "$RAW" ]] || cp "$RESULTS/$name" "$RAW/$name"
+if [[ -n ${OUT:-} ]]; then
+    cp "$RESULTS/$name" "$OUT/"
+    [[ -f $RAW/kernels-$name ]] && cp "$RAW/kernels-$name" "$OUT/"
+    pack
+fi
 echo
 cat "$RESULTS/$name"
 echo
