@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -146,7 +147,17 @@ def test_gathered_negatives_on_two_ranks_equal_one_process_with_the_global_batch
     out, store = tmp_path / "rank0.pt", tmp_path / "store"
     procs = [subprocess.Popen([sys.executable, "-m", "_gather_worker", str(r), "2", str(store), str(out)],
                               cwd=os.path.dirname(__file__), stderr=subprocess.PIPE, text=True) for r in range(2)]
-    errors = [p.communicate(timeout=300)[1] for p in procs]
+    try:  # a rank that fails leaves the other waiting on the collective: stop it at once
+        deadline = time.monotonic() + 300
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    errors = [p.communicate()[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     ranks = torch.load(out, weights_only=True)
     a, b, x, y, real = global_problem()
