@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -43,11 +44,13 @@ def triton_is_interpreted() -> bool:
     return isinstance(tl.standard.max, InterpretedFunction)
 
 
-def interpreter_loop_problem() -> str | None:
-    """Why Triton's interpreter cannot run a loop over a length given at run time here, or None when it can.
-    Triton 3.6's interpreter turns such a length into a Python int with `int()` of a one-element array, which
-    NumPy 2.4 and later refuse (2.3 warns; Triton 3.8 squeezes it first); the attention kernels loop over their
-    key length. Measured: Triton 3.6 with NumPy 2.3 passes every attention kernel test."""
+@functools.cache
+def interpreter_problem() -> str | None:
+    """Why Triton's interpreter cannot run this project's kernels here, or None when it can: a kernel built as
+    they are (Triton imported inside a function, a loop over a length given at run time) must run. Known cases:
+    Triton 3.1's interpreter wants `triton.language` among the module's globals; Triton 3.6's turns a run-time
+    length into a Python int with `int()` of a one-element array, which NumPy 2.4 and later refuse (2.3 warns;
+    Triton 3.8 squeezes it first). Measured: Triton 3.6 with NumPy 2.3 passes every kernel test."""
     import numpy as np
     import triton
     import triton.language as tl
@@ -65,8 +68,8 @@ def interpreter_loop_problem() -> str | None:
         out = torch.zeros(1)
         count[(1,)](out, 3)
     except Exception as err:  # InterpreterError, whatever it wraps
-        return (f"Triton {triton.__version__}'s interpreter cannot loop over a run-time length with NumPy "
-                f"{np.__version__} ({err}); Triton 3.8 can")
+        return (f"Triton {triton.__version__}'s interpreter cannot run these kernels with NumPy {np.__version__} "
+                f"({err}); Triton 3.8's can (the compiled kernels are not affected)")
     finally:
         if previous is None:
             os.environ.pop("TRITON_INTERPRET", None)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import interpreter_loop_problem, max_rel_err, perturb_, triton_is_interpreted
+from _helpers import interpreter_problem, max_rel_err, perturb_, triton_is_interpreted
 
 import triergon
 from triergon.kernels import attention as attn
@@ -30,10 +30,10 @@ from triergon.kernels.backend import ENV, KernelBackendError
 INTERPRETED = triton_is_interpreted()
 ON_GPU = torch.cuda.is_available() and not INTERPRETED
 DEVICE = "cuda" if ON_GPU else "cpu"
-LOOP_PROBLEM = interpreter_loop_problem() if INTERPRETED else None
+INTERPRETER_PROBLEM = interpreter_problem() if INTERPRETED else None
 needs_kernels = pytest.mark.skipif(
-    not (ON_GPU or INTERPRETED) or LOOP_PROBLEM is not None,
-    reason=LOOP_PROBLEM or "no GPU: test_kernel_tests_under_the_interpreter runs this in a fresh process")
+    not (ON_GPU or INTERPRETED) or INTERPRETER_PROBLEM is not None,
+    reason=INTERPRETER_PROBLEM or "no GPU: test_kernel_tests_under_the_interpreter runs this in a fresh process")
 
 # Largest error relative to the reference's largest magnitude (the reference runs in float64 on the inputs
 # rounded to the tested dtype). Measured on the CPU interpreter: float32 <= 1.0e-6 for outputs and gradients

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import max_rel_err, perturb_, triton_is_interpreted
+from _helpers import interpreter_problem, max_rel_err, perturb_, triton_is_interpreted
 
 import triergon
 from triergon import VAEConfig
@@ -51,6 +51,8 @@ def kernels(monkeypatch):
     pytest.importorskip("triton")
     if not (ON_GPU or INTERPRETED):
         pytest.skip("no GPU: test_kernel_tests_under_the_interpreter runs this in a fresh process")
+    if not ON_GPU and (problem := interpreter_problem()):
+        pytest.skip(problem)
     monkeypatch.setenv(backend.ENV, "triton")
     if not ON_GPU:
         monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -255,3 +255,13 @@ def test_band_levels_and_spectrum_loss_known_answers():
     high = torch.fft.irfft(torch.fft.rfft(noise) * (freqs >= 4000), n=44100)
     high = high * (low.pow(2).mean() / high.pow(2).mean()).sqrt()
     assert float(spectrum_loss(low, high)) > 2.0 > 4 * float(loudness_losses(low, high)[0])
+
+
+def test_fsdp_on_a_pytorch_without_fsdp2_says_what_it_needs(monkeypatch):
+    import sys
+
+    from triergon.train.parallelize import ParallelConfig, parallelize
+
+    monkeypatch.setitem(sys.modules, "torch.distributed.fsdp", None)  # as on PyTorch 2.5: no fully_shard there
+    with pytest.raises(RuntimeError, match=r"parallel mode fsdp \(FSDP2's fully_shard\) needs PyTorch >= 2\.6"):
+        parallelize(nn.Linear(2, 2), ParallelConfig(mode="fsdp"), device=torch.device("cpu"), blocks=[])

@@ -81,7 +81,11 @@ def parallelize(model: nn.Module, config: ParallelConfig, *, device: torch.devic
         for block in blocks:
             block.compile()
     if mode == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        try:
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        except ImportError as err:  # 2.4 and 2.5 have it under torch.distributed._composable, CUDA only: untested
+            raise RuntimeError(f"parallel mode fsdp (FSDP2's fully_shard) needs PyTorch >= 2.6, not "
+                               f"{torch.__version__}: use ddp") from err
 
         policy = MixedPrecisionPolicy(param_dtype=DTYPES[config.param_dtype], reduce_dtype=torch.float32)
         for block in blocks:
