@@ -45,6 +45,18 @@ def test_import_pulls_in_neither_comfyui_nor_triton_nor_generic_names(tmp_path):
         assert origin is None or Path(origin).resolve().parent != REPO / name, (name, origin)
 
 
+def test_transformers_works_from_the_repository_root():
+    """`python -m ...` run from the repository root puts it on sys.path, where the folder `kernels` would stand in
+    for the PyPI package of that name that transformers imports (5.x requires it): the folder steps aside for it."""
+    probe = ("import importlib.metadata as m, json; from transformers import Dinov2Model; import kernels\n"
+             "try: installed = bool(m.version('kernels'))\nexcept m.PackageNotFoundError: installed = False\n"
+             "print(json.dumps([kernels.__file__, installed]))")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    kernels_file, installed = json.loads(res.stdout)
+    assert (Path(kernels_file).resolve().parent != REPO / "kernels") == installed, kernels_file
+
+
 def test_console_script_lists_presets():
     exe = shutil.which("triergon", path=str(Path(sys.executable).parent))
     assert exe, "the `triergon` console script is not installed next to the interpreter"
