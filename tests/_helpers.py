@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -20,13 +21,19 @@ def import_triton_for_kernel_tests() -> None:
     tests run in-process whatever the order of the files. The variable is put back afterwards: left on, it
     would send every other test's kernels (auto backend, CPU tensors) through the interpreter; the kernel tests
     set it themselves."""
+    with _triton_interpret(not torch.cuda.is_available()), contextlib.suppress(ImportError):
+        import triton.language  # noqa: F401
+
+
+@contextlib.contextmanager
+def _triton_interpret(on: bool = True):
+    """TRITON_INTERPRET=1 inside (when `on`; Triton reads it when it builds its library, jits a function and
+    launches one), as it was outside."""
     previous = os.environ.get("TRITON_INTERPRET")
-    if not torch.cuda.is_available():
+    if on:
         os.environ["TRITON_INTERPRET"] = "1"
     try:
-        import triton.language  # noqa: F401
-    except ImportError:
-        pass
+        yield
     finally:
         if previous is None:
             os.environ.pop("TRITON_INTERPRET", None)
@@ -55,26 +62,20 @@ def interpreter_problem() -> str | None:
     import triton
     import triton.language as tl
 
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"  # read when a function is jitted and when it is launched
     try:
-        @triton.jit
-        def count(out_ptr, n):
-            total = 0.0
-            for _ in range(0, n, 1):
-                total += 1.0
-            tl.store(out_ptr, total)
+        with _triton_interpret():
+            @triton.jit
+            def count(out_ptr, n):
+                total = 0.0
+                for _ in range(0, n, 1):
+                    total += 1.0
+                tl.store(out_ptr, total)
 
-        out = torch.zeros(1)
-        count[(1,)](out, 3)
+            out = torch.zeros(1)
+            count[(1,)](out, 3)
     except Exception as err:  # InterpreterError, whatever it wraps
         return (f"Triton {triton.__version__}'s interpreter cannot run these kernels with NumPy {np.__version__} "
                 f"({err}); Triton 3.8's can (the compiled kernels are not affected)")
-    finally:
-        if previous is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = previous
     return None if out.item() == 3 else "Triton's interpreter miscounts a loop over a run-time length"
 
 

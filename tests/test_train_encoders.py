@@ -145,8 +145,10 @@ def test_gathered_negatives_on_two_ranks_equal_one_process_with_the_global_batch
     from _gather_worker import global_problem, loss_and_grads
 
     out, store = tmp_path / "rank0.pt", tmp_path / "store"
+    logs = [tmp_path / f"rank{r}.log" for r in range(2)]  # files, not pipes: nothing drains them while waiting
+    handles = [log.open("w") for log in logs]
     procs = [subprocess.Popen([sys.executable, "-m", "_gather_worker", str(r), "2", str(store), str(out)],
-                              cwd=os.path.dirname(__file__), stderr=subprocess.PIPE, text=True) for r in range(2)]
+                              cwd=os.path.dirname(__file__), stderr=handle) for r, handle in enumerate(handles)]
     try:  # a rank that fails leaves the other waiting on the collective: stop it at once
         deadline = time.monotonic() + 300
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -157,8 +159,10 @@ def test_gathered_negatives_on_two_ranks_equal_one_process_with_the_global_batch
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    errors = [p.communicate()[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errors
+    for p, handle in zip(procs, handles, strict=True):
+        p.wait()
+        handle.close()
+    assert all(p.returncode == 0 for p in procs), [log.read_text() for log in logs]
     ranks = torch.load(out, weights_only=True)
     a, b, x, y, real = global_problem()
     per_sample, hit, grads = loss_and_grads(a, b, x, y, real, world=1, n_real=int(real.sum()), gather=False)
